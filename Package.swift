@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+// Larder: a memcached-protocol cache server. Target layout follows ../shared/DESIGN.md:
+// pure protocol and store libraries, a thin libevent network layer, a CLI on top.
+import PackageDescription
+
+
+let package = Package(
+    name: "Larder",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "larder", targets: ["larder"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent_pthreads",
+            providers: [.apt(["libevent-dev"])]
+        ),
+        .target(name: "LarderProtocol", swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "LarderStore", dependencies: [.product(name: "Atomics", package: "swift-atomics")], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(
+            name: "LarderServer",
+            dependencies: [
+                "CLibevent", "LarderProtocol", "LarderStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "larder",
+            dependencies: [
+                "LarderServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LarderServer"], swiftSettings: [.swiftLanguageMode(.v6)]),
+    ]
+)

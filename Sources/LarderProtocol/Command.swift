@@ -1,0 +1,85 @@
+// The commands the parser produces. Keys and data are not copied out of the input: they are
+// byte ranges into the buffer that was handed to `Parser.parse`, valid until the caller
+// consumes those bytes. This keeps the parser allocation-light and the layer pure.
+
+/// Which storage command a `set`-family request is.
+public enum StoreMode: UInt8, Sendable, CaseIterable {
+    case set, add, replace, append, prepend, cas
+
+    public var name: String {
+        switch self {
+        case .set: "set"
+        case .add: "add"
+        case .replace: "replace"
+        case .append: "append"
+        case .prepend: "prepend"
+        case .cas: "cas"
+        }
+    }
+}
+
+/// A storage request whose data block has fully arrived and ends in `\r\n`.
+public struct StoreRequest: Sendable, Equatable {
+    public var mode: StoreMode
+    public var key: Range<Int>
+    public var flags: UInt32
+    public var exptime: Int32
+    /// The value bytes, without the trailing `\r\n`.
+    public var data: Range<Int>
+    public var casUnique: UInt64
+    public var noreply: Bool
+}
+
+/// The `stats` sub-commands Larder answers.
+public enum StatsGroup: Sendable, Equatable {
+    case general, settings, items, slabs, conns, reset
+    case detail(on: Bool)
+}
+
+/// One parsed request.
+public enum Command: Sendable, Equatable {
+    /// `get`/`gets` (withCas) and, with `touch`, `gat`/`gats`.
+    case get(keys: [Range<Int>], withCas: Bool, touch: Int32?)
+    case store(StoreRequest)
+    /// A storage command whose announced size is over `-I`; its data block is swallowed.
+    /// memcached also unlinks the key when the command was a `set`.
+    case storeTooLarge(mode: StoreMode, key: Range<Int>, noreply: Bool)
+    case delete(key: Range<Int>, noreply: Bool)
+    case arithmetic(incr: Bool, key: Range<Int>, delta: UInt64, noreply: Bool)
+    case touch(key: Range<Int>, exptime: Int32, noreply: Bool)
+    case flushAll(delay: Int32, noreply: Bool)
+    case verbosity(level: UInt32, noreply: Bool)
+    case version
+    case quit
+    case stats(StatsGroup)
+    /// A request refused by the parser. `command` names the command family it was
+    /// (for metrics), `noreply` suppresses the reply as memcached does.
+    case invalid(ProtocolError, command: CommandFamily, noreply: Bool)
+}
+
+/// Command families, for counters and latency histograms.
+public enum CommandFamily: String, Sendable, CaseIterable {
+    case get, gets, gat, gats, set, add, replace, append, prepend, cas
+    case delete, incr, decr, touch, flush_all, verbosity, version, quit, stats, unknown
+}
+
+/// Errors the protocol layer reports to a client. `ReplyEncoder.errorLine` maps each to the
+/// exact string memcached sends.
+public enum ProtocolError: Error, Sendable, Equatable {
+    /// `ERROR`: unknown command or wrong number of tokens.
+    case unknownCommand
+    /// `CLIENT_ERROR bad command line format`
+    case badCommandLineFormat
+    /// `CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]`
+    case deleteUsage
+    /// `CLIENT_ERROR bad data chunk`
+    case badDataChunk
+    /// `CLIENT_ERROR invalid numeric delta argument`
+    case invalidDelta
+    /// `CLIENT_ERROR invalid exptime argument`
+    case invalidExptime
+    /// `CLIENT_ERROR usage: stats detail on|off|dump`
+    case statsDetailUsage
+    /// `ERROR: shutdown not enabled`
+    case shutdownDisabled
+}
