@@ -29,7 +29,7 @@ final class Shard: @unchecked Sendable {
     // dynamic exclusivity checks would add two runtime calls per access on the hot path.
     @exclusivity(unchecked) private(set) var slots: UnsafeMutablePointer<Item?>
     @exclusivity(unchecked) private(set) var hashes: UnsafeMutablePointer<UInt32>
-    @exclusivity(unchecked) private(set) var refs: UnsafeMutablePointer<UInt8.AtomicRepresentation>
+    @exclusivity(unchecked) private(set) var refs: UnsafeMutablePointer<UnsafeAtomic<UInt8>.Storage>
     @exclusivity(unchecked) private(set) var capacity: Int
     @exclusivity(unchecked) private(set) var count = 0
 

@@ -1,1 +1,2 @@
-print("x")
+// Entry point: wiring only (see LarderCommand.swift).
+LarderCommand.main()

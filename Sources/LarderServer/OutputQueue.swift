@@ -1,0 +1,128 @@
+// A connection's pending output: reply text accumulated in one byte array, interleaved with
+// references to items whose data blocks are sent straight from the item's memory. A whole
+// batch of replies leaves in one writev; nothing is copied for values, and an item stays
+// alive (even if deleted or overwritten meanwhile) until its bytes have been written.
+import LarderStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct OutputQueue {
+    private enum Segment {
+        case text(start: Int, end: Int)
+        case item(Item)
+    }
+
+    /// Reply text; encoders append here, then `commitText` makes it a segment.
+    var text: [UInt8] = []
+    private var segments: [Segment] = []
+    private var head = 0
+    private var headOffset = 0
+    private var committed = 0
+    /// Bytes queued and not yet written.
+    private(set) var pendingBytes = 0
+
+    init() {
+        text.reserveCapacity(4096)
+        segments.reserveCapacity(16)
+    }
+
+    var isEmpty: Bool { pendingBytes == 0 && text.count == committed }
+
+    /// Turns text appended since the last commit into (part of) a segment.
+    @inline(__always)
+    mutating func commitText() {
+        let n = text.count
+        guard n > committed else { return }
+        if let last = segments.indices.last, last >= head, case .text(let s, let e) = segments[last], e == committed {
+            segments[last] = .text(start: s, end: n)
+        } else {
+            segments.append(.text(start: committed, end: n))
+        }
+        pendingBytes += n - committed
+        committed = n
+    }
+
+    /// Drops text appended since the last commit (a multi-get that failed part-way).
+    mutating func discardUncommitted() {
+        text.removeSubrange(committed...)
+    }
+
+    /// Queues an item's data block (value + "\r\n").
+    @inline(__always)
+    mutating func appendData(of item: Item) {
+        commitText()
+        segments.append(.item(item))
+        pendingBytes += item.valueCount + 2
+    }
+
+    /// Bytes uncommitted plus pending (for backpressure decisions).
+    var queuedBytes: Int { pendingBytes + (text.count - committed) }
+
+    enum FlushResult { case done, blocked, failed }
+
+    /// Writes as much as the socket takes, with one writev per up to 64 segments.
+    mutating func flush(fd: Int32) -> (FlushResult, written: Int) {
+        commitText()
+        var total = 0
+        while head < segments.count {
+            var iov = [iovec](repeating: iovec(), count: min(64, segments.count - head))
+            let result: Int = text.withUnsafeBufferPointer { tb in
+                var n = 0
+                var k = head
+                while n < iov.count && k < segments.count {
+                    let skip = k == head ? headOffset : 0
+                    switch segments[k] {
+                    case .text(let s, let e):
+                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: tb.baseAddress! + s + skip),
+                                       iov_len: e - s - skip)
+                    case .item(let item):
+                        let block = item.dataBlock
+                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: block.baseAddress! + skip),
+                                       iov_len: block.count - skip)
+                    }
+                    n += 1
+                    k += 1
+                }
+                return iov.withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32(n)) }
+            }
+            if result < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { return (.blocked, total) }
+                if errno == EINTR { continue }
+                return (.failed, total)
+            }
+            total += result
+            pendingBytes -= result
+            advance(by: result)
+            if head < segments.count && result == 0 { return (.blocked, total) }
+        }
+        // Everything is out: reset, keeping modest buffers and dropping huge ones.
+        segments.removeAll(keepingCapacity: segments.capacity <= 1024)
+        head = 0
+        headOffset = 0
+        committed = 0
+        if text.capacity > 1 << 20 { text = [] ; text.reserveCapacity(4096) } else { text.removeAll(keepingCapacity: true) }
+        return (.done, total)
+    }
+
+    private mutating func advance(by n: Int) {
+        var left = n
+        while left > 0 && head < segments.count {
+            let size: Int
+            switch segments[head] {
+            case .text(let s, let e): size = e - s
+            case .item(let item): size = item.valueCount + 2
+            }
+            let remaining = size - headOffset
+            if left >= remaining {
+                left -= remaining
+                segments[head] = .text(start: 0, end: 0)  // drop the item reference now
+                head += 1
+                headOffset = 0
+            } else {
+                headOffset += left
+                left = 0
+            }
+        }
+    }
+}

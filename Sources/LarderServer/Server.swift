@@ -1,0 +1,207 @@
+// The server: binds the listening socket, starts the workers, accepts connections on the main
+// thread and hands each to a worker round-robin (an even spread, unlike SO_REUSEPORT), enforces
+// the connection limit, and on SIGTERM/SIGINT stops accepting, lets workers send the replies
+// already queued, and returns.
+import CLibevent
+import LarderStore
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Server: @unchecked Sendable {
+    // @unchecked Sendable: after `init`, `run` owns the acceptor base and listener on the
+    // calling thread; workers are reached only through their thread-safe entry points.
+    public let context: ServerContext
+    private let logger: Logger
+    private let base: OpaquePointer
+    private let listenFD: Int32
+    private var workers: [Worker] = []
+    private var acceptEvent: OpaquePointer?
+    private var signalEvents: [OpaquePointer] = []
+    private var nextWorker = 0
+    /// The port actually bound.
+    public let port: Int
+
+    public init(config: ServerConfig, logger: Logger, clock: any StoreClock = SystemClock()) throws {
+        self.logger = logger
+        signal(SIGPIPE, SIG_IGN)
+        try Libevent.enableThreads()
+        let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
+                                              shardCount: Server.effectiveShards(config),
+                                              evictionDisabled: config.disableEviction),
+                          clock: clock)
+        context = ServerContext(config: config, store: store, workers: config.threads)
+        base = try Libevent.newBase()
+        (listenFD, port) = try Server.bindListener(address: config.listen, port: config.port, backlog: 1024)
+        context.boundPort.store(port, ordering: .relaxed)
+        for i in 0..<config.threads {
+            workers.append(try Worker(id: i, context: context))
+        }
+        let arg = Unmanaged.passUnretained(self).toOpaque()
+        acceptEvent = try Libevent.newEvent(base, fd: listenFD, what: Libevent.read | Libevent.persist, arg: arg,
+                                            serverAcceptable)
+        for sig in [SIGTERM, SIGINT] {
+            signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
+                                                      arg: arg, serverSignalled))
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
+    public func run() {
+        for w in workers { w.start() }
+        Libevent.add(acceptEvent!)
+        for e in signalEvents { Libevent.add(e) }
+        if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
+            logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
+        }
+        logger.notice("listening on \(context.config.listen):\(port) with \(workers.count) threads, \(context.config.memoryLimitMB) MB")
+        event_base_loop(base, 0)
+        // Shutdown: stop accepting, let workers drain, then return.
+        if let e = acceptEvent { Libevent.free(e) }
+        _ = Glibc.close(listenFD)
+        for w in workers { w.beginShutdown() }
+        for w in workers { w.join() }
+        logger.notice("stopped")
+    }
+
+    fileprivate func acceptAll() {
+        while true {
+            var addr = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    accept(listenFD, $0, &len)
+                }
+            }
+            if fd < 0 {
+                if errno == EINTR { continue }
+                if errno != EAGAIN && errno != EWOULDBLOCK {
+                    logger.warning("accept failed: errno \(errno)")
+                }
+                return
+            }
+            // accept4 is hidden behind _GNU_SOURCE in Swift's Glibc view; one fcntl per
+            // connection is a cold-path cost.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            let conns = context.connections
+            if conns.current.load(ordering: .relaxed) >= context.config.maxConnections {
+                let msg = "SERVER_ERROR too many open connections\r\n"
+                _ = msg.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+                _ = Glibc.close(fd)
+                conns.rejected.wrappingIncrement(ordering: .relaxed)
+                continue
+            }
+            var one: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            conns.current.wrappingIncrement(ordering: .relaxed)
+            conns.total.wrappingIncrement(ordering: .relaxed)
+            let w = workers[nextWorker]
+            nextWorker = (nextWorker + 1) % workers.count
+            w.hand(fd: fd, peer: Server.describe(&addr))
+        }
+    }
+
+    fileprivate func stop() {
+        logger.notice("signal received: finishing replies in flight and stopping")
+        event_base_loopbreak(base)
+    }
+
+    /// Each shard bounds its own memory, so a shard's share of `-m` must hold several of the
+    /// largest items; the configured shard count is lowered (never below 1) until each share is
+    /// at least 4 x `-I`. `-m 64 -I 1m` gives 16 shards of 4 MB.
+    public static func effectiveShards(_ config: ServerConfig) -> Int {
+        var n = config.shards
+        let total = config.memoryLimitMB * 1024 * 1024
+        while n > 1 && total / n < 4 * config.maxItemSize { n /= 2 }
+        return n
+    }
+
+    // MARK: - Sockets
+
+    static func bindListener(address: String, port: Int, backlog: Int32) throws -> (Int32, Int) {
+        var v4 = sockaddr_in()
+        var v6 = sockaddr_in6()
+        let isV6: Bool
+        if inet_pton(AF_INET, address, &v4.sin_addr) == 1 {
+            isV6 = false
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = in_port_t(UInt16(port).bigEndian)
+        } else if inet_pton(AF_INET6, address, &v6.sin6_addr) == 1 {
+            isV6 = true
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = in_port_t(UInt16(port).bigEndian)
+        } else {
+            throw ServerError.badAddress(address)
+        }
+        let fd = socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ServerError.system("socket", errno) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let rc: Int32 = isV6
+            ? withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            : withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else {
+            let e = errno
+            _ = Glibc.close(fd)
+            throw ServerError.system("bind \(address):\(port)", e)
+        }
+        guard listen(fd, backlog) == 0 else {
+            let e = errno
+            _ = Glibc.close(fd)
+            throw ServerError.system("listen", e)
+        }
+        var ss = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let bound: Int = withUnsafePointer(to: &ss) { p in
+            isV6 ? p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+                 : p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+        return (fd, bound)
+    }
+
+    static func describe(_ addr: inout sockaddr_storage) -> String {
+        var host = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        var port = 0
+        if addr.ss_family == sa_family_t(AF_INET) {
+            withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { a in
+                    var ina = a.pointee.sin_addr
+                    _ = inet_ntop(AF_INET, &ina, &host, socklen_t(host.count))
+                    port = Int(UInt16(bigEndian: a.pointee.sin_port))
+                }
+            }
+        } else {
+            withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { a in
+                    var ina = a.pointee.sin6_addr
+                    _ = inet_ntop(AF_INET6, &ina, &host, socklen_t(host.count))
+                    port = Int(UInt16(bigEndian: a.pointee.sin6_port))
+                }
+            }
+        }
+        let h = host.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return "tcp:\(h):\(port)"
+    }
+}
+
+public enum ServerError: Error, CustomStringConvertible {
+    case badAddress(String)
+    case system(String, Int32)
+    public var description: String {
+        switch self {
+        case .badAddress(let a): "cannot listen on '\(a)': not an IPv4 or IPv6 address"
+        case .system(let call, let e): "\(call) failed: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+private func serverAcceptable(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().acceptAll()
+}
+
+private func serverSignalled(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().stop()
+}

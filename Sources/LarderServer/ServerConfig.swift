@@ -1,0 +1,207 @@
+// Server configuration: the settings, their defaults, and how a flag, an environment
+// variable (LARDER_*) and the config file combine. Precedence: flag > environment > file >
+// built-in default. A bad value is refused with an error naming the setting.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Yams
+
+/// Everything the server needs to start.
+public struct ServerConfig: Sendable, Equatable {
+    /// `-p`: TCP port (0 picks a free one, reported in the log).
+    public var port: Int = 11211
+    /// `-l`: address to listen on. 127.0.0.1 unless asked otherwise.
+    public var listen: String = "127.0.0.1"
+    /// `-m`: memory limit in megabytes.
+    public var memoryLimitMB: Int = 64
+    /// `-c`: most simultaneous client connections.
+    public var maxConnections: Int = 1024
+    /// `-t`: worker threads (default: the number of cores).
+    public var threads: Int = ServerConfig.coreCount()
+    /// `-I`: largest item in bytes.
+    public var maxItemSize: Int = 1024 * 1024
+    /// `-M`: refuse writes with an out-of-memory error instead of evicting.
+    public var disableEviction: Bool = false
+    /// `-v` count: 0 warnings, 1 info, 2+ debug.
+    public var verbosity: Int = 0
+    /// Store shards (a power of two).
+    public var shards: Int = 64
+    /// Port of the Prometheus `/metrics` endpoint; 0 disables it.
+    public var metricsPort: Int = 9150
+
+    public init() {}
+
+    public static func coreCount() -> Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Names of the settings as they appear in the config file; the environment variable is
+    /// `LARDER_` + the name upper-cased with `-` as `_`.
+    public static let settingNames = [
+        "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
+        "disable-eviction", "verbose", "shards", "metrics-port",
+    ]
+
+    /// Applies one setting given as text (from a file, the environment or a flag).
+    public mutating func apply(_ name: String, _ raw: String, source: String) throws(ConfigError) {
+        let value = raw.trimmingCharacters(in: " \t")
+        func int(_ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+            guard let v = Int(value), range.contains(v) else {
+                throw ConfigError(setting: name, source: source,
+                                  message: "'\(raw)' is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
+        switch name {
+        case "port": port = try int(0...65535)
+        case "listen":
+            guard !value.isEmpty, isValidAddress(value) else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not an IPv4 or IPv6 address")
+            }
+            listen = value
+        case "memory-limit": memoryLimitMB = try int(1...1_048_576)
+        case "conn-limit": maxConnections = try int(1...1_000_000)
+        case "threads": threads = try int(1...256)
+        case "max-item-size":
+            guard let v = parseSize(value), v >= 1024, v <= 1024 * 1024 * 1024 else {
+                throw ConfigError(setting: name, source: source,
+                                  message: "'\(raw)' is not a size between 1k and 1024m (e.g. 1048576, 512k, 2m)")
+            }
+            maxItemSize = v
+        case "disable-eviction":
+            guard let b = parseBool(value) else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
+            }
+            disableEviction = b
+        case "verbose": verbosity = try int(0...3)
+        case "shards":
+            let v = try int(1...4096)
+            guard v & (v - 1) == 0 else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not a power of two")
+            }
+            shards = v
+        case "metrics-port": metricsPort = try int(0...65535)
+        default:
+            throw ConfigError(setting: name, source: source, message: "unknown setting")
+        }
+    }
+
+    /// Cross-setting checks, run once everything is merged.
+    public func validate() throws(ConfigError) {
+        if maxItemSize > memoryLimitMB * 1024 * 1024 {
+            throw ConfigError(setting: "max-item-size", source: "configuration",
+                              message: "\(maxItemSize) bytes is larger than the memory limit (\(memoryLimitMB) MB)")
+        }
+        if metricsPort != 0 && metricsPort == port && port != 0 {
+            throw ConfigError(setting: "metrics-port", source: "configuration",
+                              message: "must differ from port \(port)")
+        }
+    }
+
+    /// Loads a YAML config file into `self` (keys are the setting names).
+    public mutating func applyFile(_ path: String) throws(ConfigError) {
+        guard let text = readTextFile(path) else {
+            throw ConfigError(setting: "config", source: path, message: "cannot read the file")
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw ConfigError(setting: "config", source: path, message: "not valid YAML: \(error)")
+        }
+        guard let node else { return }  // empty file: nothing set
+        guard let map = node.mapping else {
+            throw ConfigError(setting: "config", source: path, message: "expected a mapping of setting: value")
+        }
+        for (k, v) in map {
+            guard let key = k.string else { continue }
+            guard let scalar = v.scalar else {
+                throw ConfigError(setting: key, source: path, message: "expected a single value")
+            }
+            try apply(key, scalar.string, source: path)
+        }
+    }
+
+    /// Applies `LARDER_*` variables from `environment`.
+    public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigError) {
+        for name in ServerConfig.settingNames {
+            let variable = ServerConfig.environmentName(name)
+            if let v = environment[variable] {
+                try apply(name, v, source: "environment variable \(variable)")
+            }
+        }
+    }
+
+    public static func environmentName(_ setting: String) -> String {
+        "LARDER_" + setting.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// Builds the configuration: defaults, then the file, then the environment, then flags.
+    public static func resolve(file: String?, environment: [String: String],
+                               flags: [(String, String)]) throws(ConfigError) -> ServerConfig {
+        var c = ServerConfig()
+        let path = file ?? environment["LARDER_CONFIG"]
+        if let path { try c.applyFile(path) }
+        try c.applyEnvironment(environment)
+        for (k, v) in flags { try c.apply(k, v, source: "command-line flag --\(k)") }
+        try c.validate()
+        return c
+    }
+}
+
+/// A setting that could not be used.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var setting: String
+    public var source: String
+    public var message: String
+    public var description: String { "invalid setting '\(setting)' (from \(source)): \(message)" }
+}
+
+/// Sizes as memcached's -I takes them: bytes, or a number with k/m suffix.
+func parseSize(_ s: String) -> Int? {
+    let lower = s.lowercased()
+    if let last = lower.last, last == "k" || last == "m" {
+        guard let n = Int(lower.dropLast()), n >= 0 else { return nil }
+        return last == "k" ? n * 1024 : n * 1024 * 1024
+    }
+    return Int(lower)
+}
+
+func parseBool(_ s: String) -> Bool? {
+    switch s.lowercased() {
+    case "true", "yes", "on", "1": true
+    case "false", "no", "off", "0": false
+    default: nil
+    }
+}
+
+func isValidAddress(_ s: String) -> Bool {
+    var v4 = in_addr()
+    var v6 = in6_addr()
+    return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
+}
+
+func readTextFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, f)
+        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+        if n < chunk.count { break }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        let chars = Set(set)
+        var s = Substring(self)
+        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
+        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+
+    func replacingOccurrences(of a: String, with b: String) -> String {
+        split(separator: Character(a), omittingEmptySubsequences: false).joined(separator: b)
+    }
+}

@@ -1,0 +1,124 @@
+// Renders `stats` and its sub-commands under memcached's stat names, from the same counters
+// the metrics endpoint reads.
+import LarderProtocol
+import LarderStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum StatsReport {
+    static func render(_ group: StatsGroup, context: ServerContext, to out: inout [UInt8]) {
+        var lines: [(String, String)] = []
+        switch group {
+        case .general: lines = general(context)
+        case .settings: lines = settings(context)
+        case .items:
+            let c = context.store.counters()
+            if c.currItems > 0 {
+                lines = [
+                    ("items:1:number", "\(c.currItems)"),
+                    ("items:1:evicted", "\(c.evictions)"),
+                    ("items:1:expired_unfetched", "\(c.expiredUnfetched)"),
+                    ("items:1:reclaimed", "\(c.reclaimed)"),
+                ]
+            }
+        case .slabs:
+            let c = context.store.counters()
+            lines = [("active_slabs", "0"), ("total_malloced", "\(c.itemBytes + c.indexBytes)")]
+        case .conns:
+            let now = context.store.clock.now()
+            for info in context.openConnections() {
+                lines.append(("\(info.fd):addr", info.peer))
+                lines.append(("\(info.fd):listen_addr", "tcp:\(context.config.listen):\(context.boundPort.load(ordering: .relaxed))"))
+                lines.append(("\(info.fd):secs_since_open", "\(now - info.openedAt)"))
+            }
+        case .reset:
+            for b in context.workerCounters { b.reset() }
+            context.connections.total.store(0, ordering: .relaxed)
+            context.connections.rejected.store(0, ordering: .relaxed)
+            ReplyEncoder.append(.reset, to: &out)
+            return
+        case .detail:
+            // Larder keeps no per-prefix detail; accept the switch as memcached does.
+            ReplyEncoder.append(.ok, to: &out)
+            return
+        }
+        for (k, v) in lines { ReplyEncoder.appendStat(k, v, to: &out) }
+        ReplyEncoder.append(.end, to: &out)
+    }
+
+    static func general(_ ctx: ServerContext) -> [(String, String)] {
+        let now = ctx.store.clock.now()
+        let c = ctx.store.counters()
+        var ru = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &ru)
+        func tv(_ t: timeval) -> String {
+            let us = String(t.tv_usec)
+            return "\(t.tv_sec)." + String(repeating: "0", count: max(0, 6 - us.count)) + us
+        }
+        func n(_ k: Counter) -> String { "\(ctx.total(k))" }
+        let conns = ctx.connections
+        return [
+            ("pid", "\(getpid())"),
+            ("uptime", "\(now - ctx.startTime)"),
+            ("time", "\(now)"),
+            ("version", larderVersion),
+            ("pointer_size", "\(MemoryLayout<Int>.size * 8)"),
+            ("rusage_user", tv(ru.ru_utime)),
+            ("rusage_system", tv(ru.ru_stime)),
+            ("max_connections", "\(ctx.config.maxConnections)"),
+            ("curr_connections", "\(conns.current.load(ordering: .relaxed))"),
+            ("total_connections", "\(conns.total.load(ordering: .relaxed))"),
+            ("rejected_connections", "\(conns.rejected.load(ordering: .relaxed))"),
+            ("cmd_get", n(.cmdGet)),
+            ("cmd_set", n(.cmdSet)),
+            ("cmd_flush", n(.cmdFlush)),
+            ("cmd_touch", n(.cmdTouch)),
+            ("get_hits", n(.getHits)),
+            ("get_misses", n(.getMisses)),
+            ("get_expired", n(.getExpired)),
+            ("delete_misses", n(.deleteMisses)),
+            ("delete_hits", n(.deleteHits)),
+            ("incr_misses", n(.incrMisses)),
+            ("incr_hits", n(.incrHits)),
+            ("decr_misses", n(.decrMisses)),
+            ("decr_hits", n(.decrHits)),
+            ("cas_misses", n(.casMisses)),
+            ("cas_hits", n(.casHits)),
+            ("cas_badval", n(.casBadval)),
+            ("touch_hits", n(.touchHits)),
+            ("touch_misses", n(.touchMisses)),
+            ("store_too_large", n(.storeTooLarge)),
+            ("store_no_memory", n(.storeNoMemory)),
+            ("bytes_read", n(.bytesRead)),
+            ("bytes_written", n(.bytesWritten)),
+            ("limit_maxbytes", "\(ctx.config.memoryLimitMB * 1024 * 1024)"),
+            ("threads", "\(ctx.config.threads)"),
+            ("bytes", "\(c.itemBytes)"),
+            ("index_bytes", "\(c.indexBytes)"),
+            ("curr_items", "\(c.currItems)"),
+            ("total_items", "\(c.totalItems)"),
+            ("expired_unfetched", "\(c.expiredUnfetched)"),
+            ("evictions", "\(c.evictions)"),
+            ("reclaimed", "\(c.reclaimed)"),
+        ]
+    }
+
+    static func settings(_ ctx: ServerContext) -> [(String, String)] {
+        let cfg = ctx.config
+        return [
+            ("maxbytes", "\(cfg.memoryLimitMB * 1024 * 1024)"),
+            ("maxconns", "\(cfg.maxConnections)"),
+            ("tcpport", "\(ctx.boundPort.load(ordering: .relaxed))"),
+            ("udpport", "0"),
+            ("inter", cfg.listen),
+            ("verbosity", "\(ctx.verbosity.load(ordering: .relaxed))"),
+            ("evictions", cfg.disableEviction ? "off" : "on"),
+            ("num_threads", "\(cfg.threads)"),
+            ("cas_enabled", "yes"),
+            ("item_size_max", "\(cfg.maxItemSize)"),
+            ("shards", "\(ctx.store.shardCount)"),
+            ("metrics_port", "\(cfg.metricsPort)"),
+        ]
+    }
+}

@@ -1,0 +1,43 @@
+// Starting a named pthread for a closure, without Foundation.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Starts a joinable thread running `body`; returns its handle for `pthread_join`.
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+    var tid = pthread_t()
+    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    let rc = pthread_create(&tid, nil, { arg in
+        // Takes back the +1 reference passed to pthread_create: released when this returns.
+        let b = Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue()
+        b.run()
+        return nil
+    }, box)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    return tid
+}
+
+/// A mutex for the few cold paths that need one (the accept hand-off queue).
+final class Mutex: @unchecked Sendable {
+    // @unchecked Sendable: pthread_mutex_t is pinned on the heap and is itself thread-safe.
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+    init() {
+        m = .allocate(capacity: 1)
+        m.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(m, nil)
+    }
+    deinit {
+        pthread_mutex_destroy(m)
+        m.deallocate()
+    }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(m)
+        defer { pthread_mutex_unlock(m) }
+        return try body()
+    }
+}
