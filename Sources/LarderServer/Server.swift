@@ -26,6 +26,13 @@ public final class Server: @unchecked Sendable {
     public init(config: ServerConfig, logger: Logger, clock: any StoreClock = SystemClock()) throws {
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
+        // A parent may start us with SIGTERM/SIGINT blocked (some process launchers do);
+        // graceful shutdown depends on receiving them.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try Libevent.enableThreads()
         let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
                                               shardCount: Server.effectiveShards(config),

@@ -1,0 +1,74 @@
+// Configuration precedence and refusal of bad settings, through the real binary.
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("configuration")
+struct ConfigTests {
+    func writeConfig(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "larder-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test("flag beats environment beats file beats default")
+    func precedence() throws {
+        let file = try writeConfig("# test\nmemory-limit: 32\nthreads: 1\nconn-limit: 77\n")
+        defer { unlink(file) }
+        func limit(_ args: [String], env: [String: String]) throws -> (String?, String?, String?) {
+            let s = try ServerProcess.larder(args, env: env)
+            defer { s.stop() }
+            let st = try stats(port: s.port)
+            return (st["limit_maxbytes"], st["threads"], st["max_connections"])
+        }
+        let mb = 1024 * 1024
+        #expect(try limit(["--config", file], env: [:]) == ("\(32 * mb)", "1", "77"))
+        #expect(try limit(["--config", file], env: ["LARDER_MEMORY_LIMIT": "48"]) == ("\(48 * mb)", "1", "77"))
+        #expect(try limit(["--config", file, "-m", "16"], env: ["LARDER_MEMORY_LIMIT": "48"]) == ("\(16 * mb)", "1", "77"))
+        #expect(try limit(["-t", "2"], env: ["LARDER_CONFIG": file]) == ("\(32 * mb)", "2", "77"))
+        #expect(try limit(["-t", "1"], env: [:]) == ("\(64 * mb)", "1", "1024"))
+    }
+
+    @Test("a bad setting is refused at start, naming the setting", arguments: [
+        (["-m", "lots"], [String: String](), "memory-limit"),
+        (["-p", "70000"], [:], "port"),
+        (["-l", "localhost-ish"], [:], "listen"),
+        (["-I", "1x"], [:], "max-item-size"),
+        ([], ["LARDER_THREADS": "0"], "LARDER_THREADS"),
+        (["--shards", "3"], [:], "shards"),
+    ])
+    func badSetting(args: [String], env: [String: String], mentions: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
+        p.arguments = args
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+        for (k, v) in env { environment[k] = v }
+        p.environment = environment
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains(mentions), "stderr was: \(text)")
+    }
+
+    @Test("a bad config file is refused naming the setting")
+    func badFile() throws {
+        let file = try writeConfig("threads: many\n")
+        defer { unlink(file) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
+        p.arguments = ["--config", file]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("threads") && text.contains(file))
+    }
+}

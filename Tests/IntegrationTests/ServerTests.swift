@@ -1,0 +1,177 @@
+// Integration tests: the real `larder` binary on an ephemeral 127.0.0.1 port, spoken to over
+// sockets, replies compared byte for byte.
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("larder over TCP")
+struct ServerTests {
+    @Test("set then get, as in the README's nc example")
+    func setGet() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let reply = try exchange(Array("set a 0 0 1\r\nx\r\nget a\r\n".utf8), port: s.port)
+        #expect(reply.text == "STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n")
+    }
+
+    @Test("a pipelined batch is answered completely and in order")
+    func pipelined() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        var req = ""
+        var expected = ""
+        for i in 0..<200 {
+            req += "set key\(i) \(i) 0 \(String(i).count)\r\n\(i)\r\n"
+            expected += "STORED\r\n"
+        }
+        for i in stride(from: 199, through: 0, by: -1) {
+            req += "get key\(i)\r\n"
+            expected += "VALUE key\(i) \(i) \(String(i).count)\r\n\(i)\r\nEND\r\n"
+        }
+        req += "get " + (0..<100).map { "key\($0)" }.joined(separator: " ") + "\r\n"
+        for i in 0..<100 { expected += "VALUE key\(i) \(i) \(String(i).count)\r\n\(i)\r\n" }
+        expected += "END\r\n"
+        req += "delete key5\r\ndelete key5\r\nincr key7 3\r\ndecr key7 100\r\n"
+        expected += "DELETED\r\nNOT_FOUND\r\n10\r\n0\r\n"
+        let reply = try exchange(Array(req.utf8), port: s.port)
+        #expect(reply.text == expected)
+    }
+
+    @Test("a value of nearly 1 MB with CRLF inside survives byte for byte, sent in pieces")
+    func largeValue() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        // The largest value memcached accepts for a 3-byte key with flags 0 under -I 1m.
+        let size = 1024 * 1024 - (48 + 8 + 3 + 1 + 2)
+        var value = [UInt8](repeating: 0, count: size)
+        for i in 0..<size { value[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
+        value[10] = 0x0D; value[11] = 0x0A
+        let c = try TestClient(port: s.port)
+        let header = Array("set big 0 0 \(size)\r\n".utf8)
+        try c.send(header)
+        var off = 0
+        while off < size {
+            let n = min(7919, size - off)
+            try c.send(Array(value[off..<(off + n)]))
+            off += n
+        }
+        try c.send(Array("\r\n".utf8))
+        #expect(try c.read(until: "\r\n") == "STORED\r\n")
+        try c.send("get big\r\n")
+        let head = Array("VALUE big 0 \(size)\r\n".utf8)
+        let got = try c.read(count: head.count + size + 7)
+        #expect(Array(got[0..<head.count]) == head)
+        #expect(Array(got[head.count..<(head.count + size)]) == value)
+        #expect(Array(got[(head.count + size)...]).text == "\r\nEND\r\n")
+        // One byte more is refused and the data block swallowed.
+        try c.send(Array("set big2 0 0 \(size + 1)\r\n".utf8) + [UInt8](repeating: 0x41, count: size + 1) + Array("\r\nget big2\r\n".utf8))
+        #expect(try c.read(until: "END\r\n") == "SERVER_ERROR object too large for cache\r\nEND\r\n")
+    }
+
+    @Test("200 concurrent connections each get their own answers")
+    func manyConnections() async throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let port = s.port
+        let clients = try (0..<200).map { _ in try TestClient(port: port) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, c) in clients.enumerated() {
+                group.addTask {
+                    for round in 0..<5 {
+                        let v = "v\(i)-\(round)"
+                        let stored = try c.request("set conn\(i) \(i) 0 \(v.count)\r\n\(v)\r\n")
+                        #expect(stored == "STORED\r\n")
+                        let got = try c.request("get conn\(i)\r\n", until: "END\r\n")
+                        #expect(got == "VALUE conn\(i) \(i) \(v.count)\r\n\(v)\r\nEND\r\n")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let st = try stats(port: port)
+        // The 200 clients plus the connection asking for stats.
+        #expect(st["curr_connections"] == "201")
+        #expect(st["cmd_set"] == "1000")
+        #expect(st["get_hits"] == "1000")
+    }
+
+    @Test("stats names memcached's counters and counts what happened")
+    func statsCounts() throws {
+        let s = try ServerProcess.larder(["-t", "2", "-m", "32"])
+        defer { s.stop() }
+        let req = "set a 0 0 1\r\n1\r\nget a b\r\ngets a\r\ndelete a\r\ndelete a\r\nincr n 1\r\nset n 0 0 1\r\n5\r\nincr n 1\r\ndecr n 1\r\ndecr x 1\r\ntouch n 0\r\ntouch x 0\r\ncas n 0 0 1 1\r\n1\r\ncas x 0 0 1 1\r\n1\r\n"
+        _ = try exchange(Array(req.utf8), port: s.port)
+        let st = try stats(port: s.port)
+        let names = "pid uptime time version curr_connections total_connections cmd_get cmd_set cmd_touch get_hits get_misses get_expired delete_hits delete_misses incr_hits incr_misses decr_hits decr_misses cas_hits cas_misses cas_badval touch_hits touch_misses curr_items total_items bytes limit_maxbytes threads evictions bytes_read bytes_written"
+        for n in names.split(separator: " ") { #expect(st[String(n)] != nil, "missing stat \(n)") }
+        #expect(st["cmd_get"] == "3")
+        #expect(st["get_hits"] == "2")
+        #expect(st["get_misses"] == "1")
+        #expect(st["delete_hits"] == "1")
+        #expect(st["delete_misses"] == "1")
+        #expect(st["incr_hits"] == "1")
+        #expect(st["incr_misses"] == "1")
+        #expect(st["decr_hits"] == "1")
+        #expect(st["decr_misses"] == "1")
+        #expect(st["touch_hits"] == "1")
+        #expect(st["touch_misses"] == "1")
+        #expect(st["cas_badval"] == "1")
+        #expect(st["cas_misses"] == "1")
+        #expect(st["cmd_set"] == "4")
+        #expect(st["curr_items"] == "1")
+        #expect(st["limit_maxbytes"] == "\(32 * 1024 * 1024)")
+        #expect(st["threads"] == "2")
+        #expect(Int(st["bytes_read"] ?? "0")! >= req.utf8.count)
+    }
+
+    @Test("SIGTERM finishes the replies in flight and exits 0")
+    func gracefulShutdown() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        let c = try TestClient(port: s.port)
+        #expect(try c.request("set k 0 0 2\r\nhi\r\n") == "STORED\r\n")
+        let start = Date()
+        let status = s.stop(timeout: 10)
+        #expect(status == 0)
+        #expect(Date().timeIntervalSince(start) < 5)
+        // The idle connection was closed by the server.
+        #expect(try c.readToEOF(timeout: 2).isEmpty)
+    }
+
+    @Test("quit closes only that connection")
+    func quit() throws {
+        let s = try ServerProcess.larder(["-t", "1"])
+        defer { s.stop() }
+        let a = try TestClient(port: s.port)
+        let b = try TestClient(port: s.port)
+        try a.send("set q 0 0 1\r\nz\r\nquit\r\nget q\r\n")
+        #expect(try a.readToEOF().text == "STORED\r\n")
+        #expect(try b.request("get q\r\n", until: "END\r\n") == "VALUE q 0 1\r\nz\r\nEND\r\n")
+    }
+
+    @Test("a line of junk longer than 2048 bytes closes that connection only")
+    func junkLine() throws {
+        let s = try ServerProcess.larder(["-t", "1"])
+        defer { s.stop() }
+        let bad = try TestClient(port: s.port)
+        try bad.send([UInt8](repeating: 0x78, count: 5000))
+        #expect(try bad.readToEOF(timeout: 5).isEmpty)
+        // A long multi-get line is still fine.
+        let good = try TestClient(port: s.port)
+        let keys = (0..<800).map { "key-number-\($0)" }.joined(separator: " ")
+        #expect(try good.request("get \(keys)\r\n", until: "END\r\n") == "END\r\n")
+    }
+}
+
+/// `stats` as a dictionary, over a fresh connection.
+func stats(port: Int, group: String = "") throws -> [String: String] {
+    let c = try TestClient(port: port)
+    let text = try c.request("stats\(group.isEmpty ? "" : " " + group)\r\n", until: "END\r\n")
+    var d: [String: String] = [:]
+    for line in text.split(separator: "\r\n") where line.hasPrefix("STAT ") {
+        let parts = line.split(separator: " ", maxSplits: 2)
+        if parts.count == 3 { d[String(parts[1])] = String(parts[2]) }
+    }
+    return d
+}
