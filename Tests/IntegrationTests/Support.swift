@@ -34,6 +34,9 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     private let errPipe: Pipe
     private(set) var stderrText = ""
+    /// Signal `stop` sends. memcached is killed outright: Foundation starts children with
+    /// SIGTERM blocked, and only Larder unblocks it (its graceful shutdown is under test).
+    private var stopSignal = SIGTERM
 
     private init(process: Process, port: Int, errPipe: Pipe) {
         self.process = process
@@ -91,7 +94,12 @@ final class ServerProcess: @unchecked Sendable {
             p.standardOutput = FileHandle.nullDevice
             try p.run()
             for _ in 0..<100 {
-                if let c = try? TestClient(port: port) { c.close(); return ServerProcess(process: p, port: port, errPipe: err) }
+                if let c = try? TestClient(port: port) {
+                    c.close()
+                    let s = ServerProcess(process: p, port: port, errPipe: err)
+                    s.stopSignal = SIGKILL
+                    return s
+                }
                 if !p.isRunning { break }
                 usleep(20_000)
             }
@@ -103,7 +111,7 @@ final class ServerProcess: @unchecked Sendable {
     /// SIGTERM, then wait; returns the exit status.
     @discardableResult
     func stop(timeout: TimeInterval = 10) -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        if process.isRunning { kill(process.processIdentifier, stopSignal) }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
