@@ -1,0 +1,39 @@
+# Shared helpers for scripts/*: installing what a fresh Debian machine lacks.
+# Sourced, not run.
+
+# Runs a command as root (directly when we are root, else through sudo).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages named, if any is missing.
+ensure_apt() {
+    local missing=()
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        as_root apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# Installs Python packages with pip if they cannot be imported.
+ensure_pip() {
+    local missing=()
+    for spec in "$@"; do
+        local mod="${spec%%=*}"
+        python3 -c "import ${mod}" >/dev/null 2>&1 || missing+=("$spec")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "pip installing: ${missing[*]}" >&2
+        python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}" 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${missing[@]}"
+    fi
+}
+
+# Build dependencies of Larder itself.
+ensure_build_deps() {
+    ensure_apt libevent-dev pkg-config
+}
