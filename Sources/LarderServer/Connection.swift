@@ -30,6 +30,8 @@ final class Connection {
     /// Close once the output has drained (quit, peer EOF, shutdown, unrecoverable input).
     private var closeAfterWrite = false
     private(set) var closed = false
+    /// What `stats conns` shows; the registry holds it weakly, so it goes with the connection.
+    var info: ConnectionInfo?
 
     /// Initial and steady-state size of the input buffer.
     static let baseInputCapacity = 16 * 1024
@@ -227,6 +229,7 @@ final class Connection {
         writeEvent = nil
         _ = Glibc.close(fd)
         out = OutputQueue()
+        info = nil
         worker.connectionClosed(self)
     }
 }

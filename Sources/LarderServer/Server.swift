@@ -20,6 +20,7 @@ public final class Server: @unchecked Sendable {
     private var acceptEvent: OpaquePointer?
     private var signalEvents: [OpaquePointer] = []
     private var nextWorker = 0
+    private var sweeper: Sweeper?
     /// The port actually bound.
     public let port: Int
 
@@ -57,6 +58,9 @@ public final class Server: @unchecked Sendable {
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
     public func run() {
         for w in workers { w.start() }
+        let sw = Sweeper(context: context)
+        sw.start()
+        sweeper = sw
         Libevent.add(acceptEvent!)
         for e in signalEvents { Libevent.add(e) }
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
@@ -69,6 +73,7 @@ public final class Server: @unchecked Sendable {
         _ = Glibc.close(listenFD)
         for w in workers { w.beginShutdown() }
         for w in workers { w.join() }
+        sweeper?.stop()
         logger.notice("stopped")
     }
 

@@ -23,8 +23,10 @@ public final class ServerContext: Sendable {
     /// Ports actually bound (differ from the config when it asked for port 0).
     public let boundPort = ManagedAtomic<Int>(0)
     private let registryLock = Mutex()
-    // nonisolated(unsafe): only accessed inside registryLock.withLock.
-    nonisolated(unsafe) private var registry: [Int32: ConnectionInfo] = [:]
+    // nonisolated(unsafe): only accessed inside registryLock.withLock. Slots hold weak
+    // references: a closing connection does not touch the registry; its slot goes stale and
+    // is dropped by the sweeper or reused by the next connection on that fd.
+    nonisolated(unsafe) private var registry: [Int32: WeakConnectionInfo] = [:]
 
     public init(config: ServerConfig, store: Store, workers: Int) {
         self.config = config
@@ -42,21 +44,44 @@ public final class ServerContext: Sendable {
     }
 
     func register(_ info: ConnectionInfo) {
-        registryLock.withLock { registry[info.fd] = info }
-    }
-
-    func unregister(fd: Int32) {
-        registryLock.withLock { _ = registry.removeValue(forKey: fd) }
+        registryLock.withLock { registry[info.fd] = WeakConnectionInfo(info: info) }
     }
 
     func openConnections() -> [ConnectionInfo] {
-        registryLock.withLock { Array(registry.values) }.sorted { $0.fd < $1.fd }
+        registryLock.withLock { registry.values.compactMap { $0.info } }.sorted { $0.fd < $1.fd }
+    }
+
+    /// Registry slots whose connection has closed.
+    public func staleRegistrySlots() -> Int {
+        registryLock.withLock { registry.values.reduce(0) { $0 + ($1.info == nil ? 1 : 0) } }
+    }
+
+    /// Drops stale registry slots (run by the sweeper).
+    func sweepRegistry() {
+        registryLock.withLock { registry = registry.filter { $0.value.info != nil } }
+    }
+
+    /// Stale slots in every secondary structure: the store's expiry index and the registry.
+    public func staleSlots() -> Int {
+        store.counters().staleSlots + staleRegistrySlots()
     }
 }
 
-/// What `stats conns` shows of a connection; immutable.
-struct ConnectionInfo: Sendable {
-    var fd: Int32
-    var peer: String
-    var openedAt: Int64
+/// What `stats conns` shows of a connection; immutable, owned by the connection.
+final class ConnectionInfo: Sendable {
+    let fd: Int32
+    let peer: String
+    let openedAt: Int64
+    init(fd: Int32, peer: String, openedAt: Int64) {
+        self.fd = fd
+        self.peer = peer
+        self.openedAt = openedAt
+    }
+}
+
+/// A registry slot: does not keep its connection's info alive.
+struct WeakConnectionInfo: @unchecked Sendable {
+    // @unchecked Sendable: the weak reference is read and written only under registryLock,
+    // and Swift's weak references are safe to load from any thread.
+    weak var info: ConnectionInfo?
 }

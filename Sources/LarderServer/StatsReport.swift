@@ -99,8 +99,10 @@ enum StatsReport {
             ("curr_items", "\(c.currItems)"),
             ("total_items", "\(c.totalItems)"),
             ("expired_unfetched", "\(c.expiredUnfetched)"),
+            ("evicted_unfetched", "\(c.evictedUnfetched)"),
             ("evictions", "\(c.evictions)"),
             ("reclaimed", "\(c.reclaimed)"),
+            ("stale_slots", "\(c.staleSlots + ctx.staleRegistrySlots())"),
         ]
     }
 

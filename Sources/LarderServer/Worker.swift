@@ -75,7 +75,9 @@ final class Worker: @unchecked Sendable {
                 continue
             }
             connections[fd] = c
-            context.register(ConnectionInfo(fd: fd, peer: peer, openedAt: context.store.clock.now()))
+            let info = ConnectionInfo(fd: fd, peer: peer, openedAt: context.store.clock.now())
+            c.info = info
+            context.register(info)
         }
     }
 
@@ -93,7 +95,6 @@ final class Worker: @unchecked Sendable {
 
     func connectionClosed(_ c: Connection) {
         connections.removeValue(forKey: c.fd)
-        context.unregister(fd: c.fd)
         context.connections.current.wrappingDecrement(ordering: .relaxed)
         if shuttingDown && connections.isEmpty {
             event_base_loopexit(base, nil)

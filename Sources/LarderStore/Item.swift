@@ -3,8 +3,10 @@
 // reply can point straight at them (the connection keeps a strong reference until the send is
 // done) and a delete, overwrite or eviction never waits for a slow reader.
 
-/// Item metadata. `exptime` is mutated only under the owning shard's write lock (touch/gat);
-/// everything else is fixed at creation.
+/// Item metadata. `exptime`, `cas` and `indexed` are written only under the owning shard's
+/// write lock (cas before the item is published); everything else is fixed at creation.
+/// Fields are read and written one at a time through pointers (see `Item.field`), never as a
+/// whole struct, so reading an immutable field never overlaps a locked write of another.
 public struct ItemHeader {
     /// Unique per stored version (memcached's cas).
     public var cas: UInt64
@@ -14,6 +16,8 @@ public struct ItemHeader {
     /// Value length, without the trailing "\r\n".
     public var valueCount: UInt32
     public var keyCount: UInt8
+    /// True while the shard's expiry index holds a handle for this item.
+    public var indexed: Bool
 }
 
 /// An immutable, reference-counted item. Its storage is `[key][value]\r\n`.
@@ -42,7 +46,7 @@ public final class Item: ManagedBuffer<ItemHeader, UInt8> {
                             valueCount: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) -> Item {
         let total = key.count + valueCount + 2
         let header = ItemHeader(cas: cas, exptime: exptime, flags: flags,
-                                valueCount: UInt32(valueCount), keyCount: UInt8(key.count))
+                                valueCount: UInt32(valueCount), keyCount: UInt8(key.count), indexed: false)
         let buf = Item.create(minimumCapacity: total) { _ in header }
         let item = unsafeDowncast(buf, to: Item.self)
         item.withUnsafeMutablePointerToElements { p in
@@ -56,18 +60,36 @@ public final class Item: ManagedBuffer<ItemHeader, UInt8> {
         return item
     }
 
-    @inline(__always) public var cas: UInt64 { header.cas }
-    @inline(__always) public var flags: UInt32 { header.flags }
-    @inline(__always) public var valueCount: Int { Int(header.valueCount) }
-    @inline(__always) public var keyCount: Int { Int(header.keyCount) }
-    @inline(__always) var exptime: Int64 {
-        get { header.exptime }
-        set { header.exptime = newValue }
+    /// A pointer to one header field. The header lives inside the object and never moves.
+    @inline(__always)
+    private func field<T>(_ path: KeyPath<ItemHeader, T>, as: T.Type) -> UnsafeMutablePointer<T> {
+        let base = withUnsafeMutablePointerToHeader { UnsafeMutableRawPointer($0) }
+        return (base + MemoryLayout<ItemHeader>.offset(of: path)!).assumingMemoryBound(to: T.self)
     }
 
+    /// cas unique; written once under the shard lock before the item is published.
+    @inline(__always) public internal(set) var cas: UInt64 {
+        get { field(\.cas, as: UInt64.self).pointee }
+        set { field(\.cas, as: UInt64.self).pointee = newValue }
+    }
+    @inline(__always) public var flags: UInt32 { field(\.flags, as: UInt32.self).pointee }
+    @inline(__always) public var valueCount: Int { Int(field(\.valueCount, as: UInt32.self).pointee) }
+    @inline(__always) public var keyCount: Int { Int(field(\.keyCount, as: UInt8.self).pointee) }
+    /// Shard lock held (write to set).
+    @inline(__always) var exptime: Int64 {
+        get { field(\.exptime, as: Int64.self).pointee }
+        set { field(\.exptime, as: Int64.self).pointee = newValue }
+    }
+    /// Shard write lock held.
+    @inline(__always) var indexed: Bool {
+        get { field(\.indexed, as: Bool.self).pointee }
+        set { field(\.indexed, as: Bool.self).pointee = newValue }
+    }
+
+    /// Shard lock held.
     @inline(__always)
     func isExpired(now: Int64) -> Bool {
-        let e = header.exptime
+        let e = exptime
         return e != 0 && e <= now
     }
 

@@ -24,7 +24,9 @@ final class Shard: @unchecked Sendable {
 
     // Table storage. `slots[i] == nil` marks an empty slot; `hashes[i]` is the low 32 bits of
     // the occupant's key hash (its home slot and a cheap filter before comparing keys);
-    // `refs[i]` is the occupant's CLOCK reference bit.
+    // `refs[i]` holds the occupant's CLOCK credit (bits 0-1: 1 on insert, +1 per use up to 3,
+    // -1 each time the eviction hand passes; evicted at 0) and its fetched bit (bit 2, set by
+    // the first read, never cleared).
     // @exclusivity(unchecked): these pointers are only reassigned under the write lock (resize);
     // dynamic exclusivity checks would add two runtime calls per access on the hot path.
     @exclusivity(unchecked) private(set) var slots: UnsafeMutablePointer<Item?>
@@ -52,6 +54,7 @@ final class Shard: @unchecked Sendable {
     // Counters, guarded by the lock like everything else.
     @exclusivity(unchecked) var totalItems: UInt64 = 0
     @exclusivity(unchecked) var evictions: UInt64 = 0
+    @exclusivity(unchecked) var evictedUnfetched: UInt64 = 0
     @exclusivity(unchecked) var expiredUnfetched: UInt64 = 0
     @exclusivity(unchecked) var reclaimed: UInt64 = 0
 
@@ -77,8 +80,8 @@ final class Shard: @unchecked Sendable {
 
     /// Bytes of the index itself.
     var indexBytes: Int { capacity * Shard.slotBytes }
-    /// Everything this shard uses against its limit.
-    var usedBytes: Int { itemBytes + indexBytes }
+    /// Everything this shard uses against its limit: items, the table, and the expiry index.
+    var usedBytes: Int { itemBytes + indexBytes + expiry.capacity * MemoryLayout<ExpiryHandle>.stride }
 
     /// A fresh cas unique. Write lock held.
     @inline(__always)
@@ -106,12 +109,37 @@ final class Shard: @unchecked Sendable {
     @inline(__always)
     func itemLocked(at i: Int) -> Item { slots[i].unsafelyUnwrapped }
 
-    /// Marks slot `i` as recently used. Lock held in either mode: the atomic store is the one
-    /// write readers make.
+    /// Credit a new item starts with (bits 0-1 of its refs byte).
+    static let referenced: UInt8 = 1
+    static let creditMask: UInt8 = 3
+    static let fetched: UInt8 = 4
+
+    /// Records a read of slot `i`: one more credit (up to 3) and the fetched bit. Lock held in
+    /// either mode: this relaxed atomic store is the one write readers make. Two readers racing
+    /// may both store the same value and lose one increment, which only makes the
+    /// approximation a little coarser. Saturated items are not written at all, so the hottest
+    /// keys do not bounce their cache line between cores.
     @inline(__always)
     func touchReferenceLocked(_ i: Int) {
         let a = UnsafeAtomic<UInt8>(at: refs + i)
-        if a.load(ordering: .relaxed) == 0 { a.store(1, ordering: .relaxed) }
+        let r = a.load(ordering: .relaxed)
+        if r != Shard.creditMask | Shard.fetched {
+            let credit = min(Shard.creditMask, (r & Shard.creditMask) + 1)
+            a.store(credit | Shard.fetched, ordering: .relaxed)
+        }
+    }
+
+    /// Records a use that is not a fetch (a failed add). Lock held.
+    @inline(__always)
+    func bumpReferenceLocked(_ i: Int) {
+        let a = UnsafeAtomic<UInt8>(at: refs + i)
+        let r = a.load(ordering: .relaxed)
+        if r & Shard.creditMask < Shard.creditMask { a.store(r + 1, ordering: .relaxed) }
+    }
+
+    @inline(__always)
+    private func wasFetchedLocked(_ i: Int) -> Bool {
+        UnsafeAtomic<UInt8>(at: refs + i).load(ordering: .relaxed) & Shard.fetched != 0
     }
 
     // MARK: - Mutation (write lock held for all of these)
@@ -119,10 +147,12 @@ final class Shard: @unchecked Sendable {
     /// Puts `item` in slot `i`, which holds an item with the same key. Write lock held.
     func replaceLocked(at i: Int, with item: Item) {
         let old = slots[i].unsafelyUnwrapped
+        if old.indexed { indexedItems -= 1 }
         itemBytes += item.charge - old.charge
         slots[i] = item
-        UnsafeAtomic<UInt8>(at: refs + i).store(1, ordering: .relaxed)
+        UnsafeAtomic<UInt8>(at: refs + i).store(Shard.referenced, ordering: .relaxed)
         totalItems &+= 1
+        if item.exptime != 0 { indexLocked(item, hash32: hashes[i]) }
     }
 
     /// Inserts `item` whose key is not in the table. Write lock held.
@@ -134,10 +164,11 @@ final class Shard: @unchecked Sendable {
         while slots[i] != nil { i = (i + 1) & mask }
         slots[i] = item
         hashes[i] = h32
-        UnsafeAtomic<UInt8>(at: refs + i).store(1, ordering: .relaxed)
+        UnsafeAtomic<UInt8>(at: refs + i).store(Shard.referenced, ordering: .relaxed)
         count += 1
         itemBytes += item.charge
         totalItems &+= 1
+        if item.exptime != 0 { indexLocked(item, hash32: h32) }
     }
 
     /// Removes the item in slot `i`, shifting later members of its probe run back so that no
@@ -145,6 +176,7 @@ final class Shard: @unchecked Sendable {
     @discardableResult
     func removeLocked(at i: Int) -> Item {
         let removed = slots[i].unsafelyUnwrapped
+        if removed.indexed { indexedItems -= 1 }
         itemBytes -= removed.charge
         count -= 1
         let mask = capacity - 1
@@ -158,7 +190,12 @@ final class Shard: @unchecked Sendable {
             if ((j - home) & mask) >= ((j - hole) & mask) {
                 slots[hole] = slots[j]
                 hashes[hole] = hashes[j]
-                let r = UnsafeAtomic<UInt8>(at: refs + j).load(ordering: .relaxed)
+                var r = UnsafeAtomic<UInt8>(at: refs + j).load(ordering: .relaxed)
+                // A probe run that wraps past the end moves items from the start of the table
+                // to its end: from behind the CLOCK hand to ahead of it. The hand already
+                // passed (and cleared) them this lap; without a fresh bit they would be
+                // judged twice in one lap and could be evicted while hot.
+                if j < hole && r & Shard.creditMask == 0 { r |= Shard.referenced }
                 UnsafeAtomic<UInt8>(at: refs + hole).store(r, ordering: .relaxed)
                 hole = j
             }
@@ -179,6 +216,9 @@ final class Shard: @unchecked Sendable {
         count = 0
         itemBytes = 0
         hand = 0
+        expiry = []
+        indexedItems = 0
+        sweepCursor = 0
     }
 
     private func growLocked() {
@@ -202,7 +242,11 @@ final class Shard: @unchecked Sendable {
             while slots[j] != nil { j = (j + 1) & mask }
             slots[j] = item
             hashes[j] = h
-            let r = UnsafeAtomic<UInt8>(at: oldRefs + i).load(ordering: .relaxed)
+            // Rehashing scatters items ahead of and behind the restarted hand; a fresh
+            // reference bit for everyone keeps an item the hand just cleared from being
+            // judged again before it could be read.
+            var r = UnsafeAtomic<UInt8>(at: oldRefs + i).load(ordering: .relaxed)
+            if r & Shard.creditMask == 0 { r |= Shard.referenced }
             UnsafeAtomic<UInt8>(at: refs + j).store(r, ordering: .relaxed)
         }
         oldSlots.deinitialize(count: oldCap)
@@ -212,34 +256,116 @@ final class Shard: @unchecked Sendable {
         hand = 0
     }
 
+    // MARK: - Expiry index (weak handles)
+    //
+    // Every item with a deadline has one handle here: the low 32 bits of its key hash and its
+    // cas unique. A handle does not keep the item alive and is never updated when the item
+    // goes: delete, overwrite, eviction and lazy expiry do not search this array. A handle is
+    // resolved only when the sweeper reaches it, by probing the table from the hash's home
+    // slot for an item with that hash and that cas; one that no longer resolves is stale and
+    // is dropped then. `staleSlots` = handles - items that own one.
+
+    struct ExpiryHandle {
+        var hash32: UInt32
+        var cas: UInt64
+    }
+
+    @exclusivity(unchecked) private(set) var expiry: ContiguousArray<ExpiryHandle> = []
+    /// Items in the table whose `indexed` flag is set.
+    @exclusivity(unchecked) private(set) var indexedItems = 0
+    @exclusivity(unchecked) private var sweepCursor = 0
+
+    /// Handles whose item is gone. Lock held.
+    var staleSlots: Int { expiry.count - indexedItems }
+
+    /// Gives `item` (in the table, with a deadline) a handle unless it has one. Write lock held.
+    func indexLocked(_ item: Item, hash32: UInt32) {
+        if item.indexed { return }
+        item.indexed = true
+        indexedItems += 1
+        expiry.append(ExpiryHandle(hash32: hash32, cas: item.cas))
+    }
+
+    /// The slot of the item a handle names, or nil if it is gone. Lock held.
+    private func resolveLocked(_ h: ExpiryHandle) -> Int? {
+        let mask = capacity - 1
+        var i = Int(h.hash32) & mask
+        while let item = slots[i] {
+            if hashes[i] == h.hash32 && item.cas == h.cas { return i }
+            i = (i + 1) & mask
+        }
+        return nil
+    }
+
+    /// Visits up to `budget` handles from the cursor: drops stale ones, reclaims expired items,
+    /// and forgets items whose deadline was removed by touch. Returns the number of handles
+    /// visited (0 when the index is empty). Write lock held; the budget bounds the hold time.
+    func sweepLocked(now: Int64, budget: Int) -> (visited: Int, reclaimed: Int) {
+        var visited = 0
+        var freed = 0
+        while visited < budget && !expiry.isEmpty {
+            if sweepCursor >= expiry.count { sweepCursor = 0 }
+            let h = expiry[sweepCursor]
+            visited += 1
+            var drop = true
+            if let i = resolveLocked(h) {
+                let item = slots[i].unsafelyUnwrapped
+                if item.isExpired(now: now) {
+                    if !wasFetchedLocked(i) { expiredUnfetched &+= 1 }
+                    removeLocked(at: i)  // also drops the item's claim on this handle
+                    reclaimed &+= 1
+                    freed += 1
+                } else if item.exptime == 0 {
+                    item.indexed = false
+                    indexedItems -= 1
+                } else {
+                    drop = false
+                }
+            }
+            if drop {
+                expiry.swapAt(sweepCursor, expiry.count - 1)
+                expiry.removeLast()
+                if expiry.count * 4 < expiry.capacity && expiry.capacity > 1024 {
+                    expiry.reserveCapacity(expiry.count * 2)  // give memory back after mass expiry
+                }
+            } else {
+                sweepCursor += 1
+            }
+        }
+        return (visited, freed)
+    }
+
     // MARK: - Eviction
 
-    /// Evicts one item chosen by CLOCK (second chance): the hand passes over slots, clearing
-    /// reference bits, and takes the first occupied slot whose bit is already clear. Returns
-    /// false when the shard is empty. Write lock held.
+    /// Evicts one item chosen by CLOCK with a small use counter (GCLOCK): the hand passes over
+    /// slots taking one credit from each, and evicts the first occupied slot with none left.
+    /// Items read often carry up to 3 credits, new items 1, so a burst of inserts cannot flush
+    /// the hot set. Returns false when the shard is empty. Write lock held.
     func evictOneLocked(now: Int64) -> Bool {
         guard count > 0 else { return false }
         let mask = capacity - 1
-        // Two full turns always find a victim: the first clears every bit it passes.
+        // Four full turns always find a victim: each takes a credit from every item.
         var steps = 0
-        while steps <= 2 * capacity {
+        while steps <= 4 * capacity {
             let i = hand & mask
             hand = (i + 1) & mask
             steps += 1
             guard let item = slots[i] else { continue }
             if item.isExpired(now: now) {
+                if !wasFetchedLocked(i) { expiredUnfetched &+= 1 }
                 removeLocked(at: i)
                 reclaimed &+= 1
-                expiredUnfetched &+= 1
                 // Backward shift may have moved an unvisited item into slot i: revisit it.
                 hand = i
                 return true
             }
             let ref = UnsafeAtomic<UInt8>(at: refs + i)
-            if ref.load(ordering: .relaxed) != 0 {
-                ref.store(0, ordering: .relaxed)
+            let r = ref.load(ordering: .relaxed)
+            if r & Shard.creditMask != 0 {
+                ref.store(r - 1, ordering: .relaxed)
                 continue
             }
+            if r & Shard.fetched == 0 { evictedUnfetched &+= 1 }
             removeLocked(at: i)
             evictions &+= 1
             hand = i

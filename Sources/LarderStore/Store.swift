@@ -51,7 +51,11 @@ public struct StoreCounters: Sendable, Equatable {
     public var itemBytes = 0
     public var indexBytes = 0
     public var evictions: UInt64 = 0
+    public var evictedUnfetched: UInt64 = 0
     public var expiredUnfetched: UInt64 = 0
+    /// Expiry-index handles whose item is gone (deleted, replaced, evicted, expired).
+    public var staleSlots = 0
+    public var expiryIndexEntries = 0
     public var reclaimed: UInt64 = 0
 }
 
@@ -159,6 +163,7 @@ public final class Store: Sendable {
                 return .expired
             }
             item.exptime = absoluteExpiry(exptime, now: t)
+            if item.exptime != 0 { s.indexLocked(item, hash32: UInt32(truncatingIfNeeded: h)) }
             s.touchReferenceLocked(i)
             return .hit(item)
         }
@@ -194,7 +199,7 @@ public final class Store: Sendable {
             case .add:
                 if slot != nil {
                     // memcached bumps the existing item's recency on a failed add.
-                    s.touchReferenceLocked(slot!)
+                    s.bumpReferenceLocked(slot!)
                     return .notStored
                 }
                 item = fresh.unsafelyUnwrapped
@@ -240,7 +245,7 @@ public final class Store: Sendable {
             }
             if !s.evictOneLocked(now: t) { return .outOfMemory }
         }
-        item.header.cas = s.nextCasLocked()
+        item.cas = s.nextCasLocked()
         if let i = slot {
             s.replaceLocked(at: i, with: item)
         } else {
@@ -318,6 +323,21 @@ public final class Store: Sendable {
         }
     }
 
+    /// One bounded pass of the background sweeper: each shard's write lock is taken once and
+    /// at most `budgetPerShard` expiry handles are visited under it. Returns handles visited.
+    @discardableResult
+    public func sweep(budgetPerShard: Int = 256) -> (visited: Int, reclaimed: Int) {
+        let t = now()
+        var visited = 0
+        var reclaimed = 0
+        for s in shards {
+            let r = s.lock.withWriteLock { s.sweepLocked(now: t, budget: budgetPerShard) }
+            visited += r.visited
+            reclaimed += r.reclaimed
+        }
+        return (visited, reclaimed)
+    }
+
     private func flushNow() {
         for s in shards {
             s.lock.withWriteLock { s.removeAllLocked() }
@@ -334,6 +354,9 @@ public final class Store: Sendable {
                 c.itemBytes += s.itemBytes
                 c.indexBytes += s.indexBytes
                 c.evictions &+= s.evictions
+                c.evictedUnfetched &+= s.evictedUnfetched
+                c.staleSlots += s.staleSlots
+                c.expiryIndexEntries += s.expiry.count
                 c.expiredUnfetched &+= s.expiredUnfetched
                 c.reclaimed &+= s.reclaimed
             }

@@ -1,0 +1,46 @@
+// The background sweeper: reclaims expired items nobody reads and drops stale slots from the
+// secondary structures (the store's expiry index, the connection registry). Work is bounded
+// per lock hold (a fixed budget of handles per shard), so a mass expiry is spread over many
+// short passes instead of one long stall.
+import Atomics
+import LarderStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class Sweeper: @unchecked Sendable {
+    // @unchecked Sendable: `thread` is touched only by start/stop on the owning thread; the
+    // stop flag is atomic.
+    private let context: ServerContext
+    private let stopping = ManagedAtomic<Bool>(false)
+    private var thread: pthread_t?
+
+    /// Handles visited per shard per pass: bounds how long a pass holds a shard's write lock
+    /// (a few microseconds at ~20 ns a handle).
+    static let budgetPerShard = 128
+    /// Pause between passes when there is nothing to reclaim: ~10 passes a second keeps the
+    /// idle cost near 0.5% of a core with a million timed items.
+    static let idlePauseMicros: UInt32 = 100_000
+    /// Pause between passes while items are being reclaimed, to catch up quickly but leave the
+    /// locks free most of the time.
+    static let busyPauseMicros: UInt32 = 1_000
+
+    init(context: ServerContext) { self.context = context }
+
+    func start() {
+        thread = startThread(name: "larder-sweeper") { [self] in
+            var passes = 0
+            while !stopping.load(ordering: .relaxed) {
+                let r = context.store.sweep(budgetPerShard: Sweeper.budgetPerShard)
+                passes += 1
+                if passes % 10 == 0 { context.sweepRegistry() }
+                usleep(r.reclaimed > 0 ? Sweeper.busyPauseMicros : Sweeper.idlePauseMicros)
+            }
+        }
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        if let t = thread { pthread_join(t, nil) }
+    }
+}
