@@ -42,6 +42,11 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        .executableTarget(
+            name: "larder-lru-quality",
+            dependencies: ["LarderStore"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol"], swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["LarderServer"], swiftSettings: [.swiftLanguageMode(.v6)]),
