@@ -175,3 +175,108 @@ func stats(port: Int, group: String = "") throws -> [String: String] {
     }
     return d
 }
+
+@Suite("memory and slow readers")
+struct MemoryTests {
+    @Test("a slow reader gets the complete original value after delete and overwrite")
+    func slowReader() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let size = 900_000
+        var original = [UInt8](repeating: 0, count: size)
+        for i in 0..<size { original[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 3) }
+        let writer = try TestClient(port: s.port)
+        try writer.send(Array("set big 0 0 \(size)\r\n".utf8) + original + Array("\r\n".utf8))
+        #expect(try writer.read(until: "\r\n") == "STORED\r\n")
+        // The slow client asks for the value 8 times and reads almost nothing for a while, so
+        // the server has megabytes queued for it (more than the socket buffers hold).
+        let slow = try TestClient(port: s.port, receiveBuffer: 4096)
+        try slow.send(String(repeating: "get big\r\n", count: 8))
+        let head = Array("VALUE big 0 \(size)\r\n".utf8)
+        let first = try slow.read(count: 1000)
+        #expect(Array(first[0..<head.count]) == head)
+        usleep(200_000)
+        // Meanwhile the key is deleted and overwritten, from another connection.
+        #expect(try writer.request("delete big\r\n") == "DELETED\r\n")
+        #expect(try writer.request("set big 0 0 3\r\nnew\r\n") == "STORED\r\n")
+        #expect(try writer.request("get big\r\n", until: "END\r\n") == "VALUE big 0 3\r\nnew\r\nEND\r\n")
+        // The slow reader still receives 8 complete copies of the original value.
+        let one = head + original + Array("\r\nEND\r\n".utf8)
+        let rest = try slow.read(count: one.count * 8 - 1000, timeout: 30)
+        let all = first + rest
+        for k in 0..<8 {
+            #expect(Array(all[(k * one.count)..<((k + 1) * one.count)]) == one, "copy \(k) differs")
+        }
+    }
+
+    @Test("writing 10x the limit keeps the store within it and evicts, counting evictions")
+    func limitHolds() throws {
+        let s = try ServerProcess.larder(["-t", "2", "-m", "8"])
+        defer { s.stop() }
+        let c = try TestClient(port: s.port)
+        let value = String(repeating: "v", count: 4096)
+        var batch = ""
+        let n = 10 * 8 * 1024 * 1024 / 4096
+        for i in 0..<n {
+            batch += "set key\(i) 0 0 4096 noreply\r\n\(value)\r\n"
+            if i % 100 == 99 { try c.send(batch); batch = "" }
+        }
+        try c.send(batch)
+        // Recently written keys are there, the first ones were evicted.
+        #expect(try c.request("get key\(n - 1)\r\n", until: "END\r\n").hasPrefix("VALUE key\(n - 1) 0 4096\r\n"))
+        #expect(try c.request("get key0\r\n", until: "END\r\n") == "END\r\n")
+        let st = try stats(port: s.port)
+        let used = Int(st["bytes"]!)! + Int(st["index_bytes"]!)!
+        #expect(used <= 8 * 1024 * 1024)
+        #expect(Int(st["evictions"]!)! > n / 2)
+        #expect(Int(st["evicted_unfetched"]!)! > 0)
+        #expect(Int(st["curr_items"]!)! + Int(st["evictions"]!)! == n)
+        // Resident memory stays near the limit (debug build; generous bound for the runtime).
+        let rss = residentMB(pid: s.process.processIdentifier)
+        #expect(rss < 8 * 115 / 100 + 48, "RSS \(rss) MB")
+    }
+
+    @Test("-M answers out of memory instead of evicting")
+    func noEvict() throws {
+        let s = try ServerProcess.larder(["-t", "1", "-m", "4", "-M"])
+        defer { s.stop() }
+        let c = try TestClient(port: s.port)
+        let value = String(repeating: "v", count: 100_000)
+        var replies = ""
+        for i in 0..<80 { replies += try c.request("set k\(i) 0 0 100000\r\n\(value)\r\n") }
+        #expect(replies.contains("SERVER_ERROR out of memory storing object\r\n"))
+        #expect(replies.hasPrefix("STORED\r\n"))
+        let st = try stats(port: s.port)
+        #expect(st["evictions"] == "0")
+        #expect(try c.request("get k0\r\n", until: "END\r\n").hasPrefix("VALUE k0 0 100000\r\n"))
+    }
+
+    @Test("stale slots return to zero when the server is idle")
+    func staleSlotsDrain() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let c = try TestClient(port: s.port)
+        var req = ""
+        for i in 0..<2000 { req += "set t\(i) 0 1000 1 noreply\r\nx\r\n" }
+        for i in 0..<1000 { req += "delete t\(i) noreply\r\n" }
+        for i in 1000..<1500 { req += "set t\(i) 0 0 1 noreply\r\ny\r\n" }
+        try c.send(req)
+        _ = try c.request("version\r\n")
+        for _ in 0..<50 { _ = try? TestClient(port: s.port) }  // connections that close at once
+        let deadline = Date().addingTimeInterval(15)
+        var stale = "?"
+        repeat {
+            usleep(200_000)
+            stale = try stats(port: s.port)["stale_slots"] ?? "?"
+        } while stale != "0" && Date() < deadline
+        #expect(stale == "0")
+    }
+}
+
+func residentMB(pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return -1 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+    }
+    return -1
+}
