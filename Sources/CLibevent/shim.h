@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <malloc.h>   /* mallopt: Larder tunes glibc malloc trimming at start */
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <event2/http.h>

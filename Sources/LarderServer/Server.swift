@@ -27,6 +27,12 @@ public final class Server: @unchecked Sendable {
     public init(config: ServerConfig, logger: Logger, clock: any StoreClock = SystemClock()) throws {
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
+        // Never give freed heap back to the kernel from inside free(): after a mass expiry or
+        // flush, glibc would otherwise trim megabytes with madvise/brk while holding the malloc
+        // arena lock, stalling every worker that allocates (measured: get p99.9 1.2 ms -> 35 ms
+        // while 1M keys expired). The store stays within -m, so the memory is reused by later
+        // items, as memcached keeps its slab pages.
+        _ = mallopt(M_TRIM_THRESHOLD, Int32.max)
         // A parent may start us with SIGTERM/SIGINT blocked (some process launchers do);
         // graceful shutdown depends on receiving them.
         var set = sigset_t()

@@ -17,13 +17,13 @@ final class Sweeper: @unchecked Sendable {
 
     /// Handles visited per shard per pass: bounds how long a pass holds a shard's write lock
     /// (a few microseconds at ~20 ns a handle).
-    static let budgetPerShard = 128
+    static let budgetPerShard = 64
     /// Pause between passes when there is nothing to reclaim: ~10 passes a second keeps the
     /// idle cost near 0.5% of a core with a million timed items.
     static let idlePauseMicros: UInt32 = 100_000
     /// Pause between passes while items are being reclaimed, to catch up quickly but leave the
     /// locks free most of the time.
-    static let busyPauseMicros: UInt32 = 1_000
+    static let busyPauseMicros: UInt32 = 4_000
 
     init(context: ServerContext) { self.context = context }
 

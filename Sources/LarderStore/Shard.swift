@@ -300,7 +300,7 @@ final class Shard: @unchecked Sendable {
     /// Visits up to `budget` handles from the cursor: drops stale ones, reclaims expired items,
     /// and forgets items whose deadline was removed by touch. Returns the number of handles
     /// visited (0 when the index is empty). Write lock held; the budget bounds the hold time.
-    func sweepLocked(now: Int64, budget: Int) -> (visited: Int, reclaimed: Int) {
+    func sweepLocked(now: Int64, budget: Int, graveyard: inout [Item]) -> (visited: Int, reclaimed: Int) {
         var visited = 0
         var freed = 0
         while visited < budget && !expiry.isEmpty {
@@ -312,6 +312,9 @@ final class Shard: @unchecked Sendable {
                 let item = slots[i].unsafelyUnwrapped
                 if item.isExpired(now: now) {
                     if !wasFetchedLocked(i) { expiredUnfetched &+= 1 }
+                    // Keep the item alive until the lock is released: freeing a million items
+                    // is the expensive part of a mass expiry and must not happen under it.
+                    graveyard.append(item)
                     removeLocked(at: i)  // also drops the item's claim on this handle
                     reclaimed &+= 1
                     freed += 1

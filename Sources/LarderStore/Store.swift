@@ -330,10 +330,16 @@ public final class Store: Sendable {
         let t = now()
         var visited = 0
         var reclaimed = 0
+        var graveyard: [Item] = []
+        graveyard.reserveCapacity(budgetPerShard)
         for s in shards {
-            let r = s.lock.withWriteLock { s.sweepLocked(now: t, budget: budgetPerShard) }
+            let r = s.lock.withWriteLock { s.sweepLocked(now: t, budget: budgetPerShard, graveyard: &graveyard) }
             visited += r.visited
             reclaimed += r.reclaimed
+            // Free the reclaimed items outside the lock, then let a waiting worker run: the
+            // sweeper works in bursts of a few microseconds, never a whole time slice.
+            graveyard.removeAll(keepingCapacity: true)
+            if r.visited > 0 { sched_yield() }
         }
         return (visited, reclaimed)
     }
