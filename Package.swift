@@ -27,9 +27,14 @@ let package = Package(
         .target(name: "LarderProtocol", swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "LarderStore", dependencies: [.product(name: "Atomics", package: "swift-atomics")], swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(
+            name: "LarderMetrics",
+            dependencies: ["LarderProtocol", .product(name: "Atomics", package: "swift-atomics")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .target(
             name: "LarderServer",
             dependencies: [
-                "CLibevent", "LarderProtocol", "LarderStore",
+                "CLibevent", "LarderProtocol", "LarderStore", "LarderMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

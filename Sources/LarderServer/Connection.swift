@@ -5,6 +5,7 @@
 // sized once from the announced length, so assembling it copies each byte once.
 import CLibevent
 import LarderProtocol
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc
@@ -43,7 +44,8 @@ final class Connection {
         self.fd = fd
         self.worker = worker
         parser = Parser(limits: ProtocolLimits(maxItemSize: worker.context.config.maxItemSize))
-        dispatcher = Dispatcher(context: worker.context, counters: worker.counters)
+        dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
+                                timed: worker.context.config.metricsPort != 0)
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)
     }

@@ -1,6 +1,8 @@
 // Executes parsed commands against the store and encodes the replies into a connection's
-// output queue, counting every outcome in the worker's counter block. It sees no socket; the
-// connection calls it once per parsed request, in order.
+// output queue, counting every outcome (memcached's stats and the metrics' command/status
+// table) and timing each command. It sees no socket; the connection calls it once per parsed
+// request, in order.
+import LarderMetrics
 import LarderProtocol
 import LarderStore
 #if canImport(Glibc)
@@ -10,14 +12,26 @@ import Glibc
 struct Dispatcher {
     let context: ServerContext
     let counters: CounterBlock
+    /// Time each command for the latency histograms (off when metrics are disabled).
+    let timed: Bool
     var store: Store { context.store }
 
     enum Next { case proceed, close }
 
     /// Runs `cmd`, whose ranges point into `buf`, appending its reply to `out`.
+    @inline(__always)
     func execute(_ cmd: Command, in buf: UnsafeRawBufferPointer, out: inout OutputQueue) -> Next {
+        if !timed { return run(cmd, buf, &out) }
+        let start = monotonicNanos()
+        let next = run(cmd, buf, &out)
+        counters.latency[group(cmd).rawValue].observe(nanoseconds: monotonicNanos() &- start)
+        return next
+    }
+
+    private func run(_ cmd: Command, _ buf: UnsafeRawBufferPointer, _ out: inout OutputQueue) -> Next {
         switch cmd {
         case .get(let keys, let withCas, let touch):
+            let family: CommandFamily = touch == nil ? (withCas ? .gets : .get) : (withCas ? .gats : .gat)
             for k in keys {
                 let key = UnsafeRawBufferPointer(rebasing: buf[k])
                 let lookup: Lookup
@@ -30,14 +44,17 @@ struct Dispatcher {
                 }
                 switch lookup {
                 case .hit(let item):
-                    counters.add(touch == nil ? .getHits : .touchHits)
+                    counters.add(touch == nil ? .getHits : .gatHits)
+                    counters.add(family, .hit)
                     ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
                                                    cas: withCas ? item.cas : nil, to: &out.text)
                     out.appendData(of: item)
                 case .miss:
-                    counters.add(touch == nil ? .getMisses : .touchMisses)
+                    counters.add(touch == nil ? .getMisses : .gatMisses)
+                    counters.add(family, .miss)
                 case .expired:
-                    counters.add(touch == nil ? .getMisses : .touchMisses)
+                    counters.add(touch == nil ? .getMisses : .gatMisses)
+                    counters.add(family, .miss)
                     if touch == nil { counters.add(.getExpired) }
                 }
             }
@@ -49,42 +66,72 @@ struct Dispatcher {
                                       flags: req.flags, exptime: req.exptime,
                                       value: UnsafeRawBufferPointer(rebasing: buf[req.data]),
                                       casUnique: req.casUnique)
-            countStore(req.mode, outcome)
+            let family = self.family(req.mode)
             let r: Reply
             switch outcome {
-            case .stored: r = .stored
-            case .notStored: r = .notStored
-            case .exists: r = .exists
-            case .notFound: r = .notFound
-            case .outOfMemory: r = .outOfMemory
+            case .stored:
+                r = .stored
+                counters.add(family, req.mode == .cas ? .hit : .stored)
+                if req.mode == .cas { counters.add(.casHits) }
+            case .notStored:
+                r = .notStored
+                counters.add(family, .notStored)
+            case .exists:
+                r = .exists
+                counters.add(.casBadval)
+                counters.add(family, .badval)
+            case .notFound:
+                r = .notFound
+                counters.add(.casMisses)
+                counters.add(family, .miss)
+            case .outOfMemory:
+                r = .outOfMemory
+                counters.add(.storeNoMemory)
+                counters.add(family, .error)
             }
             if !req.noreply { reply(r, &out) }
 
         case .storeTooLarge(let mode, let key, let noreply):
             counters.add(.storeTooLarge)
+            counters.add(family(mode), .error)
             if mode == .set { _ = store.delete(UnsafeRawBufferPointer(rebasing: buf[key])) }
             if !noreply { reply(.tooLarge, &out) }
 
         case .delete(let key, let noreply):
-            let deleted = store.delete(UnsafeRawBufferPointer(rebasing: buf[key]))
-            counters.add(deleted ? .deleteHits : .deleteMisses)
-            if !noreply { reply(deleted ? .deleted : .notFound, &out) }
+            let outcome = store.delete(UnsafeRawBufferPointer(rebasing: buf[key]))
+            switch outcome {
+            case .deleted:
+                counters.add(.deleteHits)
+                counters.add(.delete, .hit)
+            case .notFound:
+                counters.add(.deleteMisses)
+                counters.add(.delete, .miss)
+            case .expired:
+                counters.add(.deleteExpired)
+                counters.add(.delete, .miss)
+            }
+            if !noreply { reply(outcome == .deleted ? .deleted : .notFound, &out) }
 
         case .arithmetic(let incr, let key, let delta, let noreply):
             let r = store.arithmetic(UnsafeRawBufferPointer(rebasing: buf[key]), incr: incr, delta: delta)
+            let family: CommandFamily = incr ? .incr : .decr
             let reply: Reply
             switch r {
             case .value(let v):
                 counters.add(incr ? .incrHits : .decrHits)
+                counters.add(family, .hit)
                 reply = .number(v)
             case .notFound:
                 counters.add(incr ? .incrMisses : .decrMisses)
+                counters.add(family, .miss)
                 reply = .notFound
             case .nonNumeric:
                 counters.add(.protocolErrors)
+                counters.add(family, .error)
                 reply = .nonNumeric
             case .outOfMemory:
                 counters.add(.storeNoMemory)
+                counters.add(family, .error)
                 reply = .outOfMemory
             }
             if !noreply { self.reply(reply, &out) }
@@ -93,28 +140,35 @@ struct Dispatcher {
             counters.add(.cmdTouch)
             let ok = store.touch(UnsafeRawBufferPointer(rebasing: buf[key]), exptime: exptime)
             counters.add(ok ? .touchHits : .touchMisses)
+            counters.add(.touch, ok ? .hit : .miss)
             if !noreply { reply(ok ? .touched : .notFound, &out) }
 
         case .flushAll(let delay, let noreply):
             counters.add(.cmdFlush)
+            counters.add(.flush_all, .ok)
             store.flushAll(delay: delay)
             if !noreply { reply(.ok, &out) }
 
         case .verbosity(let level, let noreply):
+            counters.add(.verbosity, .ok)
             context.verbosity.store(Int(min(level, 2)), ordering: .relaxed)
             if !noreply { reply(.ok, &out) }
 
         case .version:
+            counters.add(.version, .ok)
             ReplyEncoder.appendVersion(larderVersion, to: &out.text)
 
         case .quit:
+            counters.add(.quit, .ok)
             return .close
 
         case .stats(let group):
+            counters.add(.stats, .ok)
             StatsReport.render(group, context: context, to: &out.text)
 
         case .invalid(let error, let family, let noreply):
             counters.add(.protocolErrors)
+            counters.add(family, .error)
             if family == .delete { counters.add(.deleteBadRequest) }
             if !noreply { reply(.error(error), &out) }
         }
@@ -124,6 +178,35 @@ struct Dispatcher {
     @inline(__always)
     private func reply(_ r: Reply, _ out: inout OutputQueue) {
         ReplyEncoder.append(r, to: &out.text)
+    }
+
+    private func group(_ cmd: Command) -> LatencyGroup {
+        switch cmd {
+        case .get: .get
+        case .store, .storeTooLarge: .set
+        case .delete: .delete
+        case .arithmetic: .incrDecr
+        case .invalid(_, let f, _):
+            switch f {
+            case .get, .gets, .gat, .gats: .get
+            case .set, .add, .replace, .append, .prepend, .cas: .set
+            case .delete: .delete
+            case .incr, .decr: .incrDecr
+            default: .other
+            }
+        default: .other
+        }
+    }
+
+    private func family(_ m: StoreMode) -> CommandFamily {
+        switch m {
+        case .set: .set
+        case .add: .add
+        case .replace: .replace
+        case .append: .append
+        case .prepend: .prepend
+        case .cas: .cas
+        }
     }
 
     private func operation(_ m: StoreMode) -> StoreOperation {
@@ -136,24 +219,10 @@ struct Dispatcher {
         case .cas: .cas
         }
     }
+}
 
-    private func countStore(_ mode: StoreMode, _ outcome: StoreOutcome) {
-        if outcome == .outOfMemory { counters.add(.storeNoMemory); return }
-        switch (mode, outcome) {
-        case (.cas, .stored): counters.add(.casHits)
-        case (.cas, .exists): counters.add(.casBadval)
-        case (.cas, .notFound): counters.add(.casMisses)
-        case (.set, .stored): counters.add(.setStored)
-        case (.set, _): counters.add(.setNotStored)
-        case (.add, .stored): counters.add(.addStored)
-        case (.add, _): counters.add(.addNotStored)
-        case (.replace, .stored): counters.add(.replaceStored)
-        case (.replace, _): counters.add(.replaceNotStored)
-        case (.append, .stored): counters.add(.appendStored)
-        case (.append, _): counters.add(.appendNotStored)
-        case (.prepend, .stored): counters.add(.prependStored)
-        case (.prepend, _): counters.add(.prependNotStored)
-        default: break
-        }
-    }
+@inline(__always) func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }

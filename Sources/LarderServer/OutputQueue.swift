@@ -2,6 +2,7 @@
 // references to items whose data blocks are sent straight from the item's memory. A whole
 // batch of replies leaves in one writev; nothing is copied for values, and an item stays
 // alive (even if deleted or overwritten meanwhile) until its bytes have been written.
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc

@@ -3,6 +3,7 @@
 // the connection limit, and on SIGTERM/SIGINT stops accepting, lets workers send the replies
 // already queued, and returns.
 import CLibevent
+import LarderMetrics
 import LarderStore
 import Logging
 #if canImport(Glibc)
@@ -21,6 +22,7 @@ public final class Server: @unchecked Sendable {
     private var signalEvents: [OpaquePointer] = []
     private var nextWorker = 0
     private var sweeper: Sweeper?
+    private var metrics: MetricsServer?
     /// The port actually bound.
     public let port: Int
 
@@ -55,6 +57,9 @@ public final class Server: @unchecked Sendable {
         let arg = Unmanaged.passUnretained(self).toOpaque()
         acceptEvent = try Libevent.newEvent(base, fd: listenFD, what: Libevent.read | Libevent.persist, arg: arg,
                                             serverAcceptable)
+        if config.metricsPort != 0 {
+            metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort)
+        }
         for sig in [SIGTERM, SIGINT] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))
@@ -67,12 +72,14 @@ public final class Server: @unchecked Sendable {
         let sw = Sweeper(context: context)
         sw.start()
         sweeper = sw
+        metrics?.start()
         Libevent.add(acceptEvent!)
         for e in signalEvents { Libevent.add(e) }
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
             logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
         }
         logger.notice("listening on \(context.config.listen):\(port) with \(workers.count) threads, \(context.config.memoryLimitMB) MB")
+        if let m = metrics { logger.notice("metrics on http://\(context.config.listen):\(m.port)/metrics") }
         event_base_loop(base, 0)
         // Shutdown: stop accepting, let workers drain, then return.
         if let e = acceptEvent { Libevent.free(e) }
@@ -80,6 +87,7 @@ public final class Server: @unchecked Sendable {
         for w in workers { w.beginShutdown() }
         for w in workers { w.join() }
         sweeper?.stop()
+        metrics?.stop()
         logger.notice("stopped")
     }
 

@@ -2,6 +2,7 @@
 // registry of open connections for `stats conns`. Read-mostly; the mutable parts are atomics
 // or behind a mutex on cold paths.
 import Atomics
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 // Renders `stats` and its sub-commands under memcached's stat names, from the same counters
 // the metrics endpoint reads.
 import LarderProtocol
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +34,10 @@ enum StatsReport {
                 lines.append(("\(info.fd):secs_since_open", "\(now - info.openedAt)"))
             }
         case .reset:
-            for b in context.workerCounters { b.reset() }
+            for b in context.workerCounters {
+                b.reset()
+                for h in b.latency { h.reset() }
+            }
             context.connections.total.store(0, ordering: .relaxed)
             context.connections.rejected.store(0, ordering: .relaxed)
             ReplyEncoder.append(.reset, to: &out)
@@ -77,7 +81,7 @@ enum StatsReport {
             ("get_hits", n(.getHits)),
             ("get_misses", n(.getMisses)),
             ("get_expired", n(.getExpired)),
-            ("delete_misses", n(.deleteMisses)),
+            ("delete_misses", "\(ctx.total(.deleteMisses) &+ ctx.total(.deleteExpired))"),
             ("delete_hits", n(.deleteHits)),
             ("incr_misses", n(.incrMisses)),
             ("incr_hits", n(.incrHits)),
@@ -86,8 +90,8 @@ enum StatsReport {
             ("cas_misses", n(.casMisses)),
             ("cas_hits", n(.casHits)),
             ("cas_badval", n(.casBadval)),
-            ("touch_hits", n(.touchHits)),
-            ("touch_misses", n(.touchMisses)),
+            ("touch_hits", "\(ctx.total(.touchHits) &+ ctx.total(.gatHits))"),
+            ("touch_misses", "\(ctx.total(.touchMisses) &+ ctx.total(.gatMisses))"),
             ("store_too_large", n(.storeTooLarge)),
             ("store_no_memory", n(.storeNoMemory)),
             ("bytes_read", n(.bytesRead)),

@@ -3,6 +3,7 @@
 // per lock hold (a fixed budget of handles per shard), so a mass expiry is spread over many
 // short passes instead of one long stall.
 import Atomics
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@
 // own counter block. Everything here runs on the worker's thread except `hand(fd:)` and
 // `beginShutdown()`, which queue work and wake the base with event_active.
 import CLibevent
+import LarderMetrics
 import LarderStore
 #if canImport(Glibc)
 import Glibc

@@ -36,6 +36,11 @@ public enum StoreOutcome: Sendable, Equatable {
     case stored, notStored, exists, notFound, outOfMemory
 }
 
+/// Result of a delete.
+public enum DeleteOutcome: Sendable, Equatable {
+    case deleted, notFound, expired
+}
+
 /// Result of incr/decr.
 public enum ArithmeticOutcome: Sendable, Equatable {
     case value(UInt64)
@@ -254,17 +259,18 @@ public final class Store: Sendable {
         return .stored
     }
 
-    /// `delete`. Returns true if a live item was removed.
-    public func delete(_ key: UnsafeRawBufferPointer) -> Bool {
+    /// `delete`: removes a live item, or reports that the key was absent or already expired
+    /// (an expired item is removed as well).
+    public func delete(_ key: UnsafeRawBufferPointer) -> DeleteOutcome {
         let t = now()
         let h = Store.hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let i = s.findLocked(key, hash: h) else { return false }
+            guard let i = s.findLocked(key, hash: h) else { return .notFound }
             let expired = s.itemLocked(at: i).isExpired(now: t)
             s.removeLocked(at: i)
             if expired { s.reclaimed &+= 1 }
-            return !expired
+            return expired ? .expired : .deleted
         }
     }
 

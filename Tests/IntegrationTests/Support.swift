@@ -45,10 +45,10 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts larder with `args` plus `-p 0`, and reads the bound port from its log.
-    static func larder(_ args: [String] = [], env: [String: String] = [:]) throws -> ServerProcess {
+    static func larder(_ args: [String] = [], env: [String: String] = [:], metricsPort: Int = 0) throws -> ServerProcess {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
-        p.arguments = ["-p", "0", "--metrics-port", "0"] + args
+        p.arguments = ["-p", "0", "--metrics-port", "\(metricsPort)"] + args
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
         for (k, v) in env { environment[k] = v }
         p.environment = environment
@@ -256,4 +256,23 @@ func exchange(_ bytes: [UInt8], port: Int) throws -> [UInt8] {
 
 extension Array where Element == UInt8 {
     var text: String { String(decoding: self, as: UTF8.self) }
+}
+
+/// GET over plain HTTP/1.0; returns status line, headers and body.
+func httpGet(port: Int, path: String) throws -> (status: Int, headers: String, body: String) {
+    let c = try TestClient(port: port)
+    try c.send("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    let text = try c.readToEOF().text
+    guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("bad HTTP reply: \(text.prefix(200))") }
+    let head = String(text[..<split.lowerBound])
+    let status = Int(head.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    return (status, head, String(text[split.upperBound...]))
+}
+
+/// The value of one sample in a Prometheus text page, e.g. `larder_deletes_total{outcome="deleted"}`.
+func metric(_ page: String, _ sample: String) -> Double? {
+    for line in page.split(separator: "\n") where line.hasPrefix(sample + " ") {
+        return Double(line.dropFirst(sample.count + 1))
+    }
+    return nil
 }

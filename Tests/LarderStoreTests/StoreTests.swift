@@ -16,7 +16,7 @@ extension Store {
         if case .hit(let item) = bytes(k).withUnsafeBytes({ get($0) }) { return item }
         return nil
     }
-    func del(_ k: String) -> Bool { bytes(k).withUnsafeBytes { delete($0) } }
+    func del(_ k: String) -> Bool { bytes(k).withUnsafeBytes { delete($0) } == .deleted }
     func arith(_ k: String, incr: Bool, _ d: UInt64) -> ArithmeticOutcome { bytes(k).withUnsafeBytes { arithmetic($0, incr: incr, delta: d) } }
     func touchKey(_ k: String, _ e: Int32) -> Bool { bytes(k).withUnsafeBytes { touch($0, exptime: e) } }
 }

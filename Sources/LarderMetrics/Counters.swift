@@ -1,0 +1,126 @@
+// Per-worker counters. Each worker thread owns one block and is its only writer, so an
+// increment is a relaxed load and store (a plain add, no locked instruction, no shared cache
+// line); a scrape or `stats` on another thread sums the blocks with relaxed loads. Counts are
+// exact: no increment is lost, because no two threads ever write the same counter.
+// Measured against swift-prometheus 2.4.1 on this machine (20M increments per thread):
+// its Counter.increment costs 3.3-3.7 ns and Histogram.record 42 ns (1 thread) / 103 ns
+// (2 threads, it takes a lock), against ~0.2 ns for a single-writer counter here; so Larder
+// keeps its own per-worker counters and histograms and renders the text format at scrape time.
+import Atomics
+import LarderProtocol
+
+/// Every counter a worker keeps. `rawValue` indexes the block.
+public enum Counter: Int, CaseIterable, Sendable {
+    // memcached's general stats
+    case cmdGet, cmdSet, cmdFlush, cmdTouch
+    case getHits, getMisses, getExpired
+    case deleteHits, deleteMisses
+    /// Deletes that found the key already expired (memcached counts them as misses).
+    case deleteExpired
+    case incrHits, incrMisses, decrHits, decrMisses
+    case casHits, casMisses, casBadval
+    /// `touch` command hits and misses; `gat`/`gats` keys are counted apart.
+    case touchHits, touchMisses
+    case gatHits, gatMisses
+    case bytesRead, bytesWritten
+    case storeTooLarge, storeNoMemory
+    /// Delete requests refused for their syntax or key.
+    case deleteBadRequest
+    /// Requests answered with an error line, by any command.
+    case protocolErrors
+}
+
+/// The status label of `larder_commands_total`.
+public enum CommandStatus: Int, CaseIterable, Sendable {
+    case hit, miss, stored, notStored, badval, error, ok
+
+    public var label: String {
+        switch self {
+        case .hit: "hit"
+        case .miss: "miss"
+        case .stored: "stored"
+        case .notStored: "not_stored"
+        case .badval: "badval"
+        case .error: "error"
+        case .ok: "ok"
+        }
+    }
+
+    /// The statuses exported for each command (all from the start, at 0).
+    public static func exported(for c: CommandFamily) -> [CommandStatus] {
+        switch c {
+        case .get, .gets, .gat, .gats, .incr, .decr, .touch, .delete: [.hit, .miss, .error]
+        case .set, .add, .replace, .append, .prepend: [.stored, .notStored, .error]
+        case .cas: [.hit, .miss, .badval, .error]
+        case .flush_all, .verbosity, .version, .stats: [.ok, .error]
+        case .quit: [.ok]
+        case .unknown: [.error]
+        }
+    }
+}
+
+/// One worker's counters.
+public final class CounterBlock: @unchecked Sendable {
+    // @unchecked Sendable: the storage is only accessed through atomic loads and stores; one
+    // thread (the owning worker) writes, any thread may read.
+    private let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private static let general = Counter.allCases.count
+    private static let statuses = CommandStatus.allCases.count
+    private static let commandBase = general
+    private static let count = general + CommandFamily.allCases.count * statuses
+    /// Latency histograms, one per command group.
+    public let latency: [LatencyHistogram]
+
+    public init() {
+        storage = .allocate(capacity: CounterBlock.count)
+        storage.initialize(repeating: .init(0), count: CounterBlock.count)
+        latency = LatencyGroup.allCases.map { _ in LatencyHistogram() }
+    }
+
+    @inline(__always)
+    private static func commandIndex(_ c: CommandFamily, _ s: CommandStatus) -> Int {
+        commandBase + (CommandFamily.allCases.firstIndex(of: c)! * statuses) + s.rawValue
+    }
+
+    /// Counts one request of command `c` with outcome `s`. Owning thread only.
+    @inline(__always)
+    public func add(_ c: CommandFamily, _ s: CommandStatus, _ n: UInt64 = 1) {
+        let a = UnsafeAtomic<UInt64>(at: storage + CounterBlock.commandIndex(c, s))
+        a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    public func get(_ c: CommandFamily, _ s: CommandStatus) -> UInt64 {
+        UnsafeAtomic<UInt64>(at: storage + CounterBlock.commandIndex(c, s)).load(ordering: .relaxed)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Adds `n`. Only the owning thread may call this.
+    @inline(__always)
+    public func add(_ c: Counter, _ n: UInt64 = 1) {
+        let a = UnsafeAtomic<UInt64>(at: storage + c.rawValue)
+        a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    @inline(__always)
+    public func get(_ c: Counter) -> UInt64 {
+        UnsafeAtomic<UInt64>(at: storage + c.rawValue).load(ordering: .relaxed)
+    }
+
+    /// Zeroes every counter (`stats reset`). Racy by nature against the owner's increments,
+    /// as memcached's reset is; a lost increment here is one that happened "before" the reset.
+    public func reset() {
+        for i in 0..<CounterBlock.count {
+            UnsafeAtomic<UInt64>(at: storage + i).store(0, ordering: .relaxed)
+        }
+    }
+}
+
+/// Server-wide connection counters. Changed once per connection, not per request, so shared
+/// atomics are fine here.
+public final class ConnectionCounters: Sendable {
+    public let current = ManagedAtomic<Int>(0)
+    public let total = ManagedAtomic<UInt64>(0)
+    public let rejected = ManagedAtomic<UInt64>(0)
+    public init() {}
+}
