@@ -123,11 +123,19 @@ final class Connection {
     }
 
     private func processInput() {
+        // Latency is chained: each command is timed from the end of the previous one (or the
+        // start of this batch) to its reply being queued, so it costs one clock read, not two.
+        var stamp: UInt64 = dispatcher.timed ? monotonicNanos() : 0
         while start < end && !closeAfterWrite {
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
                 let next = dispatcher.execute(cmd, in: buf, out: &out)
+                if dispatcher.timed {
+                    let now = monotonicNanos()
+                    dispatcher.observe(cmd, nanoseconds: now &- stamp)
+                    stamp = now
+                }
                 start += consumed
                 if next == .close {
                     closeAfterWrite = true
