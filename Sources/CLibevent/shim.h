@@ -14,4 +14,17 @@
 #include <event2/http.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+
+/* CPU timestamp counter, for per-command latency: about 25 cycles against ~60-100 for
+   clock_gettime through the vDSO. Larder calibrates it against CLOCK_MONOTONIC at start and
+   falls back to the clock where there is no usable TSC. */
+static inline unsigned long long larder_ticks(void) {
+#if defined(__x86_64__)
+    unsigned int lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((unsigned long long)hi << 32) | lo;
+#else
+    return 0;
+#endif
+}
 #endif

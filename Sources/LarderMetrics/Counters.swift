@@ -70,16 +70,27 @@ public final class CounterBlock: @unchecked Sendable {
     private static let count = general + CommandFamily.allCases.count * statuses
     /// Latency histograms, one per command group.
     public let latency: [LatencyHistogram]
+    /// The same histograms as unmanaged references, for the hot path (no array access, no
+    /// reference counting); `latency` keeps them alive.
+    private let latencyFast: UnsafeMutablePointer<Unmanaged<LatencyHistogram>>
 
     public init() {
         storage = .allocate(capacity: CounterBlock.count)
         storage.initialize(repeating: .init(0), count: CounterBlock.count)
         latency = LatencyGroup.allCases.map { _ in LatencyHistogram() }
+        latencyFast = .allocate(capacity: latency.count)
+        for (i, h) in latency.enumerated() { (latencyFast + i).initialize(to: .passUnretained(h)) }
+    }
+
+    /// Records a command's duration in its group's histogram. Owning thread only.
+    @inline(__always)
+    public func observe(_ g: LatencyGroup, nanoseconds: UInt64) {
+        latencyFast[g.rawValue]._withUnsafeGuaranteedRef { $0.observe(nanoseconds: nanoseconds) }
     }
 
     @inline(__always)
     private static func commandIndex(_ c: CommandFamily, _ s: CommandStatus) -> Int {
-        commandBase + (CommandFamily.allCases.firstIndex(of: c)! * statuses) + s.rawValue
+        commandBase + c.ordinal * statuses + s.rawValue
     }
 
     /// Counts one request of command `c` with outcome `s`. Owning thread only.
@@ -93,7 +104,10 @@ public final class CounterBlock: @unchecked Sendable {
         UnsafeAtomic<UInt64>(at: storage + CounterBlock.commandIndex(c, s)).load(ordering: .relaxed)
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        storage.deallocate()
+        latencyFast.deallocate()
+    }
 
     /// Adds `n`. Only the owning thread may call this.
     @inline(__always)

@@ -25,8 +25,10 @@ public final class LatencyHistogram: @unchecked Sendable {
         0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
     ]
-    /// The same bounds in nanoseconds, for the hot path.
-    private static let boundsNanos: [UInt64] = bounds.map { UInt64(($0 * 1e9).rounded()) }
+    /// The same bounds in nanoseconds, for the hot path: a plain pointer owned by each
+    /// histogram, so an observation touches no array (no retain/release, no bounds checks).
+    private let boundsNanos: UnsafeMutablePointer<UInt64>
+    private static let boundCount = bounds.count
     // Layout: one count per bucket (not cumulative), then +Inf, then the sum in ns.
     private let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private static let slots = bounds.count + 2
@@ -34,15 +36,20 @@ public final class LatencyHistogram: @unchecked Sendable {
     public init() {
         storage = .allocate(capacity: LatencyHistogram.slots)
         storage.initialize(repeating: .init(0), count: LatencyHistogram.slots)
+        boundsNanos = .allocate(capacity: LatencyHistogram.bounds.count)
+        for (i, b) in LatencyHistogram.bounds.enumerated() { boundsNanos[i] = UInt64((b * 1e9).rounded()) }
     }
-    deinit { storage.deallocate() }
+    deinit {
+        storage.deallocate()
+        boundsNanos.deallocate()
+    }
 
     /// Records one duration. Owning thread only.
     @inline(__always)
     public func observe(nanoseconds ns: UInt64) {
         var i = 0
-        let b = LatencyHistogram.boundsNanos
-        while i < b.count && ns > b[i] { i += 1 }
+        let n = LatencyHistogram.boundCount
+        while i < n && ns > boundsNanos[i] { i += 1 }
         bump(i, 1)
         bump(LatencyHistogram.slots - 1, ns)
     }

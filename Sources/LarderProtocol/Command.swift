@@ -61,6 +61,33 @@ public enum Command: Sendable, Equatable {
 public enum CommandFamily: String, Sendable, CaseIterable {
     case get, gets, gat, gats, set, add, replace, append, prepend, cas
     case delete, incr, decr, touch, flush_all, verbosity, version, quit, stats, unknown
+
+    /// Position in `allCases`, without building the array (used on the hot path).
+    @inline(__always)
+    public var ordinal: Int {
+        switch self {
+        case .get: 0
+        case .gets: 1
+        case .gat: 2
+        case .gats: 3
+        case .set: 4
+        case .add: 5
+        case .replace: 6
+        case .append: 7
+        case .prepend: 8
+        case .cas: 9
+        case .delete: 10
+        case .incr: 11
+        case .decr: 12
+        case .touch: 13
+        case .flush_all: 14
+        case .verbosity: 15
+        case .version: 16
+        case .quit: 17
+        case .stats: 18
+        case .unknown: 19
+        }
+    }
 }
 
 /// Errors the protocol layer reports to a client. `ReplyEncoder.errorLine` maps each to the

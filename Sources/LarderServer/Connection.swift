@@ -125,15 +125,19 @@ final class Connection {
     private func processInput() {
         // Latency is chained: each command is timed from the end of the previous one (or the
         // start of this batch) to its reply being queued, so it costs one clock read, not two.
-        var stamp: UInt64 = dispatcher.timed ? monotonicNanos() : 0
+        let timed = dispatcher.timed
+        let nanosPerTick = Ticks.nanosPerTick
+        let counters = dispatcher.counters
+        var stamp: UInt64 = timed ? Ticks.now() : 0
         while start < end && !closeAfterWrite {
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
-                let next = dispatcher.execute(cmd, in: buf, out: &out)
-                if dispatcher.timed {
-                    let now = monotonicNanos()
-                    dispatcher.observe(cmd, nanoseconds: now &- stamp)
+                let (next, group) = dispatcher.execute(cmd, in: buf, out: &out)
+                if timed {
+                    let now = nanosPerTick > 0 ? larder_ticks() : monotonicNanos()
+                    let elapsed = now &- stamp
+                    counters.observe(group, nanoseconds: nanosPerTick > 0 ? UInt64(Double(elapsed) * nanosPerTick) : elapsed)
                     stamp = now
                 }
                 start += consumed

@@ -18,16 +18,18 @@ struct Dispatcher {
 
     enum Next { case proceed, close }
 
-    /// Runs `cmd`, whose ranges point into `buf`, appending its reply to `out`.
+    /// Runs `cmd`, whose ranges point into `buf`, appending its reply to `out`. Also returns
+    /// the command's latency group, computed where the command is matched anyway.
     @inline(__always)
-    func execute(_ cmd: Command, in buf: UnsafeRawBufferPointer, out: inout OutputQueue) -> Next {
-        run(cmd, buf, &out)
+    func execute(_ cmd: Command, in buf: UnsafeRawBufferPointer, out: inout OutputQueue) -> (Next, LatencyGroup) {
+        let g = group(cmd)
+        return (run(cmd, buf, &out), g)
     }
 
-    /// Records how long `cmd` took, in its command group's histogram.
+    /// Records how long a command of group `g` took.
     @inline(__always)
-    func observe(_ cmd: Command, nanoseconds: UInt64) {
-        counters.latency[group(cmd).rawValue].observe(nanoseconds: nanoseconds)
+    func observe(_ g: LatencyGroup, nanoseconds: UInt64) {
+        counters.observe(g, nanoseconds: nanoseconds)
     }
 
     private func run(_ cmd: Command, _ buf: UnsafeRawBufferPointer, _ out: inout OutputQueue) -> Next {
@@ -182,7 +184,8 @@ struct Dispatcher {
         ReplyEncoder.append(r, to: &out.text)
     }
 
-    private func group(_ cmd: Command) -> LatencyGroup {
+    @inline(__always)
+    func group(_ cmd: borrowing Command) -> LatencyGroup {
         switch cmd {
         case .get: .get
         case .store, .storeTooLarge: .set

@@ -43,6 +43,7 @@ public final class Server: @unchecked Sendable {
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try Libevent.enableThreads()
+        _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
         let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
                                               shardCount: Server.effectiveShards(config),
                                               evictionDisabled: config.disableEviction),

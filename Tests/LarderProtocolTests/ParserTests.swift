@@ -230,3 +230,8 @@ struct ParserTests {
         }
     }
 }
+
+@Test("command family ordinals match allCases")
+func ordinals() {
+    for (i, f) in CommandFamily.allCases.enumerated() { #expect(f.ordinal == i) }
+}
