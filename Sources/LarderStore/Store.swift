@@ -90,13 +90,10 @@ public final class Store: Sendable {
     /// The largest single item a shard can hold (its share of `-m`).
     public var shardLimit: Int { config.memoryLimit / shards.count }
 
-    /// The per-process seeded hash of a key. Swift's `Hasher` is SipHash with a random seed
-    /// chosen at process start, so clients cannot precompute colliding keys.
+    /// The per-process seeded hash of a key (see KeyHash.swift).
     @inline(__always)
     public static func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
-        var h = Hasher()
-        h.combine(bytes: key)
-        return UInt64(bitPattern: Int64(h.finalize()))
+        KeyHash.hash(key)
     }
 
     @inline(__always)
