@@ -36,10 +36,48 @@ public enum StatsGroup: Sendable, Equatable {
     case detail(on: Bool)
 }
 
+/// The keys of a retrieval command. One key (the common case) is held inline, so a plain
+/// `get` allocates nothing; more keys go to an array.
+public struct KeyList: Sendable, Equatable, Sequence {
+    private var one: Range<Int>?
+    private var many: [Range<Int>]
+
+    public init(_ keys: [Range<Int>]) {
+        if keys.count == 1 {
+            one = keys[0]
+            many = []
+        } else {
+            one = nil
+            many = keys
+        }
+    }
+
+    public init(single: Range<Int>) {
+        one = single
+        many = []
+    }
+
+    public var count: Int { one == nil ? many.count : 1 }
+
+    public struct Iterator: IteratorProtocol {
+        var one: Range<Int>?
+        var many: IndexingIterator<[Range<Int>]>
+        public mutating func next() -> Range<Int>? {
+            if let o = one {
+                one = nil
+                return o
+            }
+            return many.next()
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(one: one, many: many.makeIterator()) }
+}
+
 /// One parsed request.
 public enum Command: Sendable, Equatable {
     /// `get`/`gets` (withCas) and, with `touch`, `gat`/`gats`.
-    case get(keys: [Range<Int>], withCas: Bool, touch: Int32?)
+    case get(keys: KeyList, withCas: Bool, touch: Int32?)
     case store(StoreRequest)
     /// A storage command whose announced size is over `-I`; its data block is swallowed.
     /// memcached also unlinks the key when the command was a `set`.

@@ -119,6 +119,12 @@ public struct Parser: Sendable {
                 touch = e
                 firstKey = 2
             }
+            let withCas = family == .gets || family == .gats
+            if rest == nil && tokens.count == firstKey + 1 {
+                // One key: no array.
+                if tokens[firstKey].count > ProtocolLimits.maxKeyLength { return error(.badCommandLineFormat, family) }
+                return done(.get(keys: KeyList(single: tokens[firstKey]), withCas: withCas, touch: touch))
+            }
             var keys = Array(tokens[firstKey...])
             // Lines with more than MAX_TOKENS tokens continue to be tokenized in batches.
             while let r = rest {
@@ -128,7 +134,7 @@ public struct Parser: Sendable {
             for k in keys where k.count > ProtocolLimits.maxKeyLength {
                 return error(.badCommandLineFormat, family)
             }
-            return done(.get(keys: keys, withCas: family == .gets || family == .gats, touch: touch))
+            return done(.get(keys: KeyList(keys), withCas: withCas, touch: touch))
 
         case UInt8(ascii: "s"):
             if equals(buf, cmd, "set") {
@@ -211,7 +217,7 @@ public struct Parser: Sendable {
                 for k in keys where k.count > ProtocolLimits.maxKeyLength {
                     return error(.badCommandLineFormat, .get)
                 }
-                return done(.get(keys: keys, withCas: false, touch: nil))
+                return done(.get(keys: KeyList(keys), withCas: false, touch: nil))
             }
             if equals(buf, cmd, "flush_all") {
                 guard ntokens >= 2 && ntokens <= 4 else { return error(.unknownCommand, .flush_all) }

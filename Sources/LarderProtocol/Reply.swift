@@ -49,82 +49,46 @@ public enum ReplyEncoder {
 
     /// Appends `r` and its `\r\n`.
     @inline(__always)
-    public static func append(_ r: Reply, to out: inout [UInt8]) {
+    public static func append(_ r: Reply, to out: ByteSink) {
         if case .number(let n) = r {
-            appendDecimal(n, to: &out)
+            out.appendDecimal(n)
         } else if let s = line(r) {
-            appendStatic(s, to: &out)
+            out.append(s)
         }
-        out.append(0x0D)
-        out.append(0x0A)
+        out.appendCRLF()
     }
 
     /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n`; the data block follows separately.
     @inline(__always)
     public static func appendValueHeader(key: UnsafeRawBufferPointer, flags: UInt32, length: Int,
-                                         cas: UInt64?, to out: inout [UInt8]) {
-        appendStatic("VALUE ", to: &out)
-        out.append(contentsOf: key)
+                                         cas: UInt64?, to out: ByteSink) {
+        out.reserve(key.count + 56)
+        out.append("VALUE ")
+        out.append(key)
         out.append(0x20)
-        appendDecimal(UInt64(flags), to: &out)
+        out.appendDecimal(UInt64(flags))
         out.append(0x20)
-        appendDecimal(UInt64(length), to: &out)
+        out.appendDecimal(UInt64(length))
         if let cas {
             out.append(0x20)
-            appendDecimal(cas, to: &out)
+            out.appendDecimal(cas)
         }
-        out.append(0x0D)
-        out.append(0x0A)
+        out.appendCRLF()
     }
 
     /// Appends `STAT <name> <value>\r\n`.
-    public static func appendStat(_ name: String, _ value: String, to out: inout [UInt8]) {
-        appendStatic("STAT ", to: &out)
-        out.append(contentsOf: name.utf8)
+    public static func appendStat(_ name: String, _ value: String, to out: ByteSink) {
+        out.append("STAT ")
+        out.append(name)
         out.append(0x20)
-        out.append(contentsOf: value.utf8)
-        out.append(0x0D)
-        out.append(0x0A)
+        out.append(value)
+        out.appendCRLF()
     }
 
     /// Appends `VERSION <v>\r\n`.
-    public static func appendVersion(_ v: String, to out: inout [UInt8]) {
-        appendStatic("VERSION ", to: &out)
-        out.append(contentsOf: v.utf8)
-        out.append(0x0D)
-        out.append(0x0A)
-    }
-
-    @inline(__always)
-    public static func appendStatic(_ s: StaticString, to out: inout [UInt8]) {
-        out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
-    }
-
-    /// Appends the decimal digits of `v` without allocating.
-    @inline(__always)
-    public static func appendDecimal(_ v: UInt64, to out: inout [UInt8]) {
-        if v < 10 {
-            out.append(0x30 &+ UInt8(v))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, enough for 20 digits
-        var n = 0
-        var x = v
-        withUnsafeMutableBytes(of: &digits) { scratch in
-            while x > 0 {
-                scratch[23 - n] = 0x30 &+ UInt8(x % 10)
-                x /= 10
-                n += 1
-            }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[(24 - n)...]))
-        }
-    }
-
-    /// The decimal text of `v` (used for incr/decr values stored in items).
-    public static func decimal(_ v: UInt64) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(20)
-        appendDecimal(v, to: &out)
-        return out
+    public static func appendVersion(_ v: String, to out: ByteSink) {
+        out.append("VERSION ")
+        out.append(v)
+        out.appendCRLF()
     }
 }

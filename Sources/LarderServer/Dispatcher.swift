@@ -51,7 +51,7 @@ struct Dispatcher {
                     counters.add(touch == nil ? .getHits : .gatHits)
                     counters.add(family, .hit)
                     ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
-                                                   cas: withCas ? item.cas : nil, to: &out.text)
+                                                   cas: withCas ? item.cas : nil, to: out.text)
                     out.appendData(of: item)
                 case .miss:
                     counters.add(touch == nil ? .getMisses : .gatMisses)
@@ -160,7 +160,7 @@ struct Dispatcher {
 
         case .version:
             counters.add(.version, .ok)
-            ReplyEncoder.appendVersion(larderVersion, to: &out.text)
+            ReplyEncoder.appendVersion(larderVersion, to: out.text)
 
         case .quit:
             counters.add(.quit, .ok)
@@ -168,7 +168,7 @@ struct Dispatcher {
 
         case .stats(let group):
             counters.add(.stats, .ok)
-            StatsReport.render(group, context: context, to: &out.text)
+            StatsReport.render(group, context: context, to: out.text)
 
         case .invalid(let error, let family, let noreply):
             counters.add(.protocolErrors)
@@ -181,7 +181,7 @@ struct Dispatcher {
 
     @inline(__always)
     private func reply(_ r: Reply, _ out: inout OutputQueue) {
-        ReplyEncoder.append(r, to: &out.text)
+        ReplyEncoder.append(r, to: out.text)
     }
 
     @inline(__always)

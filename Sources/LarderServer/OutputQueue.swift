@@ -3,6 +3,7 @@
 // batch of replies leaves in one writev; nothing is copied for values, and an item stays
 // alive (even if deleted or overwritten meanwhile) until its bytes have been written.
 import LarderMetrics
+import LarderProtocol
 import LarderStore
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +16,7 @@ struct OutputQueue {
     }
 
     /// Reply text; encoders append here, then `commitText` makes it a segment.
-    var text: [UInt8] = []
+    let text = ByteSink()
     private var segments: [Segment] = []
     private var head = 0
     private var headOffset = 0
@@ -24,7 +25,6 @@ struct OutputQueue {
     private(set) var pendingBytes = 0
 
     init() {
-        text.reserveCapacity(4096)
         segments.reserveCapacity(16)
     }
 
@@ -46,7 +46,7 @@ struct OutputQueue {
 
     /// Drops text appended since the last commit (a multi-get that failed part-way).
     mutating func discardUncommitted() {
-        text.removeSubrange(committed...)
+        text.count = committed
     }
 
     /// Queues an item's data block (value + "\r\n").
@@ -68,15 +68,15 @@ struct OutputQueue {
         var total = 0
         while head < segments.count {
             var iov = [iovec](repeating: iovec(), count: min(64, segments.count - head))
-            let result: Int = text.withUnsafeBufferPointer { tb in
+            let tbase = text.base
+            let result: Int = {
                 var n = 0
                 var k = head
                 while n < iov.count && k < segments.count {
                     let skip = k == head ? headOffset : 0
                     switch segments[k] {
                     case .text(let s, let e):
-                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: tb.baseAddress! + s + skip),
-                                       iov_len: e - s - skip)
+                        iov[n] = iovec(iov_base: tbase + s + skip, iov_len: e - s - skip)
                     case .item(let item):
                         let block = item.dataBlock
                         iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: block.baseAddress! + skip),
@@ -86,7 +86,7 @@ struct OutputQueue {
                     k += 1
                 }
                 return iov.withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32(n)) }
-            }
+            }()
             if result < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return (.blocked, total) }
                 if errno == EINTR { continue }
@@ -102,7 +102,7 @@ struct OutputQueue {
         head = 0
         headOffset = 0
         committed = 0
-        if text.capacity > 1 << 20 { text = [] ; text.reserveCapacity(4096) } else { text.removeAll(keepingCapacity: true) }
+        text.reset()
         return (.done, total)
     }
 

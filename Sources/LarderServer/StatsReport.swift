@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 enum StatsReport {
-    static func render(_ group: StatsGroup, context: ServerContext, to out: inout [UInt8]) {
+    static func render(_ group: StatsGroup, context: ServerContext, to out: ByteSink) {
         var lines: [(String, String)] = []
         switch group {
         case .general: lines = general(context)
@@ -40,15 +40,15 @@ enum StatsReport {
             }
             context.connections.total.store(0, ordering: .relaxed)
             context.connections.rejected.store(0, ordering: .relaxed)
-            ReplyEncoder.append(.reset, to: &out)
+            ReplyEncoder.append(.reset, to: out)
             return
         case .detail:
             // Larder keeps no per-prefix detail; accept the switch as memcached does.
-            ReplyEncoder.append(.ok, to: &out)
+            ReplyEncoder.append(.ok, to: out)
             return
         }
-        for (k, v) in lines { ReplyEncoder.appendStat(k, v, to: &out) }
-        ReplyEncoder.append(.end, to: &out)
+        for (k, v) in lines { ReplyEncoder.appendStat(k, v, to: out) }
+        ReplyEncoder.append(.end, to: out)
     }
 
     static func general(_ ctx: ServerContext) -> [(String, String)] {

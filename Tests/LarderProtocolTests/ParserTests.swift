@@ -33,7 +33,7 @@ func render(_ c: Command, _ buf: UnsafeRawBufferPointer) -> String {
     func s(_ r: Range<Int>) -> String { String(decoding: buf[r], as: UTF8.self) }
     switch c {
     case .get(let keys, let cas, let touch):
-        return "get\(cas ? "s" : "")\(touch.map { " touch=\($0)" } ?? "") [\(keys.map(s).joined(separator: ","))]"
+        return "get\(cas ? "s" : "")\(touch.map { " touch=\($0)" } ?? "") [\(keys.map { s($0) }.joined(separator: ","))]"
     case .store(let r):
         return "\(r.mode.name) \(s(r.key)) flags=\(r.flags) exp=\(r.exptime) cas=\(r.casUnique) data=\(s(r.data).debugDescription)\(r.noreply ? " noreply" : "")"
     case .storeTooLarge(let m, let k, let nr): return "too-large \(m.name) \(s(k))\(nr ? " noreply" : "")"
@@ -201,17 +201,17 @@ struct ParserTests {
 
     @Test("replies are memcached's bytes")
     func replies() {
-        var out: [UInt8] = []
-        ReplyEncoder.append(.stored, to: &out)
-        ReplyEncoder.append(.number(18446744073709551615), to: &out)
-        ReplyEncoder.append(.number(0), to: &out)
-        ReplyEncoder.append(.error(.badDataChunk), to: &out)
-        ReplyEncoder.append(.outOfMemory, to: &out)
-        ReplyEncoder.append(.tooLarge, to: &out)
-        ReplyEncoder.append(.nonNumeric, to: &out)
-        ReplyEncoder.append(.error(.invalidDelta), to: &out)
-        Array("key".utf8).withUnsafeBytes { ReplyEncoder.appendValueHeader(key: $0, flags: 42, length: 10, cas: 99, to: &out) }
-        #expect(String(decoding: out, as: UTF8.self) == "STORED\r\n18446744073709551615\r\n0\r\nCLIENT_ERROR bad data chunk\r\nSERVER_ERROR out of memory storing object\r\nSERVER_ERROR object too large for cache\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nCLIENT_ERROR invalid numeric delta argument\r\nVALUE key 42 10 99\r\n")
+        let out = ByteSink(capacity: 16)
+        ReplyEncoder.append(.stored, to: out)
+        ReplyEncoder.append(.number(18446744073709551615), to: out)
+        ReplyEncoder.append(.number(0), to: out)
+        ReplyEncoder.append(.error(.badDataChunk), to: out)
+        ReplyEncoder.append(.outOfMemory, to: out)
+        ReplyEncoder.append(.tooLarge, to: out)
+        ReplyEncoder.append(.nonNumeric, to: out)
+        ReplyEncoder.append(.error(.invalidDelta), to: out)
+        Array("key".utf8).withUnsafeBytes { ReplyEncoder.appendValueHeader(key: $0, flags: 42, length: 10, cas: 99, to: out) }
+        #expect(String(decoding: out.array, as: UTF8.self) == "STORED\r\n18446744073709551615\r\n0\r\nCLIENT_ERROR bad data chunk\r\nSERVER_ERROR out of memory storing object\r\nSERVER_ERROR object too large for cache\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nCLIENT_ERROR invalid numeric delta argument\r\nVALUE key 42 10 99\r\n")
     }
 
     @Test("random garbage never traps and always makes progress")

@@ -1,0 +1,108 @@
+// A growable byte buffer for encoding replies: raw memory, appends are memcpy, no
+// copy-on-write or uniqueness checks (measured: appending through [UInt8] cost ~500
+// instructions per get reply). Owned by one connection; never shared between threads.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class ByteSink {
+    public private(set) var base: UnsafeMutableRawPointer
+    public private(set) var capacity: Int
+    /// Bytes written so far.
+    public var count = 0 {
+        didSet { precondition(count <= capacity && count >= 0) }
+    }
+
+    public init(capacity: Int = 4096) {
+        self.capacity = max(64, capacity)
+        base = .allocate(byteCount: self.capacity, alignment: 16)
+    }
+
+    deinit { base.deallocate() }
+
+    /// The bytes written, valid until the next append.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    @inline(__always)
+    public func reserve(_ n: Int) {
+        if count + n > capacity { grow(count + n) }
+    }
+
+    private func grow(_ needed: Int) {
+        var c = capacity * 2
+        while c < needed { c *= 2 }
+        let bigger = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 16)
+        bigger.copyMemory(from: base, byteCount: count)
+        base.deallocate()
+        base = bigger
+        capacity = c
+    }
+
+    @inline(__always)
+    public func append(_ b: UInt8) {
+        reserve(1)
+        base.storeBytes(of: b, toByteOffset: count, as: UInt8.self)
+        count += 1
+    }
+
+    @inline(__always)
+    public func append(_ p: UnsafeRawBufferPointer) {
+        guard let src = p.baseAddress, p.count > 0 else { return }
+        reserve(p.count)
+        (base + count).copyMemory(from: src, byteCount: p.count)
+        count += p.count
+    }
+
+    @inline(__always)
+    public func append(_ s: StaticString) {
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    public func append(_ s: String) {
+        var s = s
+        s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Appends "\r\n".
+    @inline(__always)
+    public func appendCRLF() {
+        reserve(2)
+        base.storeBytes(of: 0x0A0D as UInt16, toByteOffset: count, as: UInt16.self)
+        count += 2
+    }
+
+    /// Appends the decimal digits of `v`.
+    @inline(__always)
+    public func appendDecimal(_ v: UInt64) {
+        reserve(20)
+        if v < 10 {
+            base.storeBytes(of: 0x30 &+ UInt8(v), toByteOffset: count, as: UInt8.self)
+            count += 1
+            return
+        }
+        var digits = 0
+        var x = v
+        while x > 0 { digits += 1; x /= 10 }
+        x = v
+        var i = count + digits - 1
+        while x > 0 {
+            base.storeBytes(of: 0x30 &+ UInt8(x % 10), toByteOffset: i, as: UInt8.self)
+            x /= 10
+            i -= 1
+        }
+        count += digits
+    }
+
+    /// Forgets everything; gives back a buffer that grew past `keep` bytes.
+    public func reset(keep: Int = 1 << 20) {
+        count = 0
+        if capacity > keep {
+            base.deallocate()
+            capacity = 4096
+            base = .allocate(byteCount: capacity, alignment: 16)
+        }
+    }
+
+    /// A copy of the bytes (tests and cold paths).
+    public var array: [UInt8] { Array(bytes) }
+}
