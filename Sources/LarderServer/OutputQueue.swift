@@ -23,6 +23,14 @@ struct OutputQueue {
     private var committed = 0
     /// Bytes queued and not yet written.
     private(set) var pendingBytes = 0
+    /// iovecs for writev, allocated once per connection (not per flush).
+    private let iov = IOVecs()
+
+    final class IOVecs {
+        static let count = 64
+        let base = UnsafeMutablePointer<iovec>.allocate(capacity: IOVecs.count)
+        deinit { base.deallocate() }
+    }
 
     init() {
         segments.reserveCapacity(16)
@@ -67,12 +75,13 @@ struct OutputQueue {
         commitText()
         var total = 0
         while head < segments.count {
-            var iov = [iovec](repeating: iovec(), count: min(64, segments.count - head))
+            let iov = self.iov.base
+            let slots = min(IOVecs.count, segments.count - head)
             let tbase = text.base
             let result: Int = {
                 var n = 0
                 var k = head
-                while n < iov.count && k < segments.count {
+                while n < slots && k < segments.count {
                     let skip = k == head ? headOffset : 0
                     switch segments[k] {
                     case .text(let s, let e):
@@ -85,7 +94,7 @@ struct OutputQueue {
                     n += 1
                     k += 1
                 }
-                return iov.withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32(n)) }
+                return writev(fd, iov, Int32(n))
             }()
             if result < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return (.blocked, total) }

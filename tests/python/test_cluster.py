@@ -18,7 +18,7 @@ def run_cluster(cmd, d, env_extra=None, n=None):
     env = dict(os.environ, CLUSTER_DIR=d)
     env.update(env_extra or {})
     args = [CLUSTER, cmd] + ([str(n)] if n else [])
-    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
