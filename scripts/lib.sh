@@ -37,3 +37,9 @@ ensure_pip() {
 ensure_build_deps() {
     ensure_apt libevent-dev pkg-config
 }
+
+# Arguments that let larder start when this script runs as root (Larder, like memcached,
+# refuses root without -u): prints "-u nobody" as root, nothing otherwise.
+as_user_args() {
+    if [ "$(id -u)" -eq 0 ]; then echo "-u nobody"; fi
+}

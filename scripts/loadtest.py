@@ -52,6 +52,8 @@ def start(server, memory):
     port = free_port()
     if server == "larder":
         cmd = [LARDER, "-p", str(port), "-t", str(THREADS), "-m", str(memory), "--metrics-port", "0"]
+        if os.getuid() == 0:
+            cmd += ["-u", "nobody"]
     else:
         cmd = ["memcached", "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-t", str(THREADS), "-m", str(memory)]
         if os.getuid() == 0:

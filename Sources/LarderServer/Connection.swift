@@ -33,6 +33,10 @@ final class Connection {
     private(set) var closed = false
     /// What `stats conns` shows; the registry holds it weakly, so it goes with the connection.
     var info: ConnectionInfo?
+    /// When the client last sent anything (for --idle-timeout).
+    private(set) var lastActivity: UInt64 = monotonicNanos()
+    /// True when no reply is waiting to be written.
+    var outputDrained: Bool { out.isEmpty }
 
     /// Initial and steady-state size of the input buffer.
     static let baseInputCapacity = 16 * 1024
@@ -88,6 +92,7 @@ final class Connection {
             return
         }
         end += n
+        if worker.context.config.idleTimeout > 0 { lastActivity = monotonicNanos() }
         dispatcher.counters.add(.bytesRead, UInt64(n))
         processInput()
         flush()

@@ -61,6 +61,7 @@ public final class Server: @unchecked Sendable {
         if config.metricsPort != 0 {
             metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort)
         }
+        if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
         for sig in [SIGTERM, SIGINT] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))
@@ -145,6 +146,22 @@ public final class Server: @unchecked Sendable {
         return n
     }
 
+    /// Switches to `user` (its group first, supplementary groups cleared) once the sockets
+    /// are bound. Does nothing if we already are that user.
+    static func dropPrivileges(to user: String, logger: Logger) throws {
+        guard let pw = getpwnam(user) else { throw ServerError.badUser(user) }
+        let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+        if geteuid() == uid { return }
+        guard geteuid() == 0 else {
+            throw ServerError.system("switching to user \(user) (only root can)", EPERM)
+        }
+        guard setgroups(0, nil) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
+            throw ServerError.system("dropping privileges to \(user)", errno)
+        }
+        guard setuid(0) != 0 else { throw ServerError.system("privileges were not dropped", EPERM) }
+        logger.notice("running as user \(user) (uid \(uid))")
+    }
+
     // MARK: - Sockets
 
     static func bindListener(address: String, port: Int, backlog: Int32) throws -> (Int32, Int) {
@@ -216,10 +233,12 @@ public final class Server: @unchecked Sendable {
 
 public enum ServerError: Error, CustomStringConvertible {
     case badAddress(String)
+    case badUser(String)
     case system(String, Int32)
     public var description: String {
         switch self {
         case .badAddress(let a): "cannot listen on '\(a)': not an IPv4 or IPv6 address"
+        case .badUser(let u): "no such user '\(u)'"
         case .system(let call, let e): "\(call) failed: \(String(cString: strerror(e)))"
         }
     }

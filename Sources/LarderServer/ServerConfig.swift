@@ -28,6 +28,11 @@ public struct ServerConfig: Sendable, Equatable {
     public var shards: Int = 64
     /// Port of the Prometheus `/metrics` endpoint; 0 disables it.
     public var metricsPort: Int = 9150
+    /// `-u`: user to run as. Required when started as root (as memcached requires it);
+    /// privileges are dropped to this user after the sockets are bound.
+    public var user: String? = nil
+    /// Close a client connection idle this many seconds; 0 (the default, as memcached) never.
+    public var idleTimeout: Int = 0
 
     public init() {}
 
@@ -39,7 +44,7 @@ public struct ServerConfig: Sendable, Equatable {
     /// `LARDER_` + the name upper-cased with `-` as `_`.
     public static let settingNames = [
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
-        "disable-eviction", "verbose", "shards", "metrics-port",
+        "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -81,6 +86,12 @@ public struct ServerConfig: Sendable, Equatable {
             }
             shards = v
         case "metrics-port": metricsPort = try int(0...65535)
+        case "user":
+            guard !value.isEmpty, getpwnam(value) != nil else {
+                throw ConfigError(setting: name, source: source, message: "no such user '\(raw)'")
+            }
+            user = value
+        case "idle-timeout": idleTimeout = try int(0...31_536_000)
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }

@@ -23,6 +23,7 @@ final class Worker: @unchecked Sendable {
     private var shuttingDown = false
     private var notifyEvent: OpaquePointer?
     private var shutdownEvent: OpaquePointer?
+    private var idleTimer: OpaquePointer?
     private let shutdownRequested = Mutex()
     private var thread: pthread_t?
 
@@ -33,6 +34,10 @@ final class Worker: @unchecked Sendable {
         base = try Libevent.newBase()
         let arg = Unmanaged.passUnretained(self).toOpaque()
         notifyEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerNotified)
+        if context.config.idleTimeout > 0 {
+            idleTimer = try Libevent.newEvent(base, fd: -1, what: Libevent.persist, arg: arg, workerIdleCheck)
+            Libevent.add(idleTimer!, timeoutSeconds: 1)
+        }
         shutdownEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerShutdown)
     }
 
@@ -94,6 +99,15 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Closes connections idle longer than --idle-timeout (timer, once a second).
+    fileprivate func closeIdle() {
+        let limit = UInt64(context.config.idleTimeout) * 1_000_000_000
+        let now = monotonicNanos()
+        for c in Array(connections.values) where now &- c.lastActivity > limit && c.outputDrained {
+            c.close()
+        }
+    }
+
     func connectionClosed(_ c: Connection) {
         connections.removeValue(forKey: c.fd)
         context.connections.current.wrappingDecrement(ordering: .relaxed)
@@ -109,4 +123,8 @@ private func workerNotified(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawP
 
 private func workerShutdown(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
     Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().shutdown()
+}
+
+private func workerIdleCheck(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().closeIdle()
 }

@@ -52,6 +52,12 @@ struct LarderCommand: ParsableCommand {
     @Option(name: .customLong("config"), help: "YAML configuration file.")
     var config: String?
 
+    @Option(name: [.customShort("u"), .customLong("user")], help: "User to run as (required when started as root; privileges are dropped after binding).")
+    var user: String?
+
+    @Option(name: .customLong("idle-timeout"), help: "Close connections idle this many seconds (default 0: never).")
+    var idleTimeout: String?
+
     func run() throws {
         var flags: [(String, String)] = []
         func add(_ name: String, _ v: String?) { if let v { flags.append((name, v)) } }
@@ -63,6 +69,8 @@ struct LarderCommand: ParsableCommand {
         add("max-item-size", maxItemSize)
         add("shards", shards)
         add("metrics-port", metricsPort)
+        add("user", user)
+        add("idle-timeout", idleTimeout)
         if disableEvictions { flags.append(("disable-eviction", "true")) }
         if verbose > 0 { flags.append(("verbose", "\(min(verbose, 3))")) }
 
@@ -71,6 +79,10 @@ struct LarderCommand: ParsableCommand {
             cfg = try ServerConfig.resolve(file: config, environment: currentEnvironment(), flags: flags)
         } catch {
             printError("larder: \(error)")
+            throw ExitCode(64)
+        }
+        if geteuid() == 0 && cfg.user == nil {
+            printError("larder: can't run as root without the -u switch (e.g. -u nobody); like memcached, Larder will not serve as root")
             throw ExitCode(64)
         }
         let level: Logger.Level = cfg.verbosity >= 2 ? .debug : (cfg.verbosity == 1 ? .info : .notice)

@@ -48,7 +48,9 @@ final class ServerProcess: @unchecked Sendable {
     static func larder(_ args: [String] = [], env: [String: String] = [:], metricsPort: Int = 0) throws -> ServerProcess {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
-        p.arguments = ["-p", "0", "--metrics-port", "\(metricsPort)"] + args
+        // As root (CI), Larder refuses to start without -u, like memcached.
+        let asUser = getuid() == 0 && !args.contains("-u") ? ["-u", "nobody"] : []
+        p.arguments = ["-p", "0", "--metrics-port", "\(metricsPort)"] + asUser + args
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
         for (k, v) in env { environment[k] = v }
         p.environment = environment

@@ -19,7 +19,8 @@ class Larder:
     def __init__(self, *args):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LARDER_")}
         self.proc = subprocess.Popen(
-            [larder_binary(), "-p", "0", "--metrics-port", "0", *args],
+            [larder_binary(), "-p", "0", "--metrics-port", "0",
+             *(["-u", "nobody"] if os.getuid() == 0 and "-u" not in args else []), *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
         text = b""
         deadline = time.time() + 20
