@@ -71,25 +71,25 @@ public final class ByteSink {
         count += 2
     }
 
-    /// Appends the decimal digits of `v`.
+    /// Appends the decimal digits of `v`: one pass, right to left, straight into the buffer
+    /// after counting digits with comparisons (no division in the count).
     @inline(__always)
     public func appendDecimal(_ v: UInt64) {
         reserve(20)
-        if v < 10 {
-            base.storeBytes(of: 0x30 &+ UInt8(v), toByteOffset: count, as: UInt8.self)
-            count += 1
-            return
+        var digits = 1
+        var limit: UInt64 = 10
+        while digits < 20 && v >= limit {
+            digits += 1
+            limit = limit &* 10
         }
-        var digits = 0
         var x = v
-        while x > 0 { digits += 1; x /= 10 }
-        x = v
         var i = count + digits - 1
-        while x > 0 {
-            base.storeBytes(of: 0x30 &+ UInt8(x % 10), toByteOffset: i, as: UInt8.self)
-            x /= 10
+        repeat {
+            let q = x / 10
+            base.storeBytes(of: 0x30 &+ UInt8(truncatingIfNeeded: x &- q &* 10), toByteOffset: i, as: UInt8.self)
+            x = q
             i -= 1
-        }
+        } while x > 0
         count += digits
     }
 

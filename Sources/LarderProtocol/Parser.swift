@@ -317,10 +317,13 @@ public struct Parser: Sendable {
     /// memcached does). Returns where the untokenized rest starts, or nil if the line is done.
     private mutating func tokenize(_ buf: UnsafeRawBufferPointer, from: Int, to end: Int) -> Int? {
         tokens.removeAll(keepingCapacity: true)
+        guard let base = buf.baseAddress?.assumingMemoryBound(to: UInt8.self), from < end else { return nil }
+        // One scan over the line with raw pointer reads (no bounds checks per byte); tokens
+        // are appended to the reused array (its capacity was reserved once).
         var s = from
         var i = from
         while i < end {
-            if buf[i] == 0x20 {
+            if base[i] == 0x20 {
                 if s != i {
                     tokens.append(s..<i)
                     if tokens.count == ProtocolLimits.maxTokens - 1 {

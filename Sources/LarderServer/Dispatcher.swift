@@ -14,7 +14,14 @@ struct Dispatcher {
     let counters: CounterBlock
     /// Time each command for the latency histograms (off when metrics are disabled).
     let timed: Bool
+
     var store: Store { context.store }
+
+    init(context: ServerContext, counters: CounterBlock, timed: Bool) {
+        self.context = context
+        self.counters = counters
+        self.timed = timed
+    }
 
     enum Next { case proceed, close }
 
