@@ -63,6 +63,23 @@ public final class ByteSink {
         s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
+    /// Writes the low `n` bytes (1...8) of `word`, little-endian, after a `reserve` that
+    /// covered them (one store instead of a memcpy call for short constants).
+    @inline(__always)
+    public func appendUnchecked(_ word: UInt64, _ n: Int) {
+        precondition(count + 8 <= capacity || count + n <= capacity)
+        if count + 8 <= capacity {
+            base.storeBytes(of: word.littleEndian, toByteOffset: count, as: UInt64.self)
+        } else {
+            var w = word
+            for i in 0..<n {
+                base.storeBytes(of: UInt8(truncatingIfNeeded: w), toByteOffset: count + i, as: UInt8.self)
+                w >>= 8
+            }
+        }
+        count += n
+    }
+
     /// Appends "\r\n".
     @inline(__always)
     public func appendCRLF() {

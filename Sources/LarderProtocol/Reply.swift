@@ -12,6 +12,9 @@ public enum Reply: Sendable, Equatable {
     case number(UInt64)
 }
 
+/// "VALUE " as a little-endian word, written with one store.
+private let valuePrefix: UInt64 = 0x20_45_55_4C_41_56  // V A L U E space
+
 public enum ReplyEncoder {
     /// The text of a reply line, without `\r\n`.
     public static func line(_ r: Reply) -> StaticString? {
@@ -62,18 +65,18 @@ public enum ReplyEncoder {
     @inline(__always)
     public static func appendValueHeader(key: UnsafeRawBufferPointer, flags: UInt32, length: Int,
                                          cas: UInt64?, to out: ByteSink) {
-        out.reserve(key.count + 56)
-        out.append("VALUE ")
+        out.reserve(key.count + 72)
+        out.appendUnchecked(valuePrefix, 6)  // "VALUE "
         out.append(key)
-        out.append(0x20)
+        out.appendUnchecked(0x20, 1)
         out.appendDecimal(UInt64(flags))
-        out.append(0x20)
+        out.appendUnchecked(0x20, 1)
         out.appendDecimal(UInt64(length))
         if let cas {
-            out.append(0x20)
+            out.appendUnchecked(0x20, 1)
             out.appendDecimal(cas)
         }
-        out.appendCRLF()
+        out.appendUnchecked(0x0A0D, 2)
     }
 
     /// Appends `STAT <name> <value>\r\n`.
