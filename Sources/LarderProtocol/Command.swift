@@ -6,6 +6,18 @@
 public enum StoreMode: UInt8, Sendable, CaseIterable {
     case set, add, replace, append, prepend, cas
 
+    /// The command family this storage command counts under.
+    public var family: CommandFamily {
+        switch self {
+        case .set: .set
+        case .add: .add
+        case .replace: .replace
+        case .append: .append
+        case .prepend: .prepend
+        case .cas: .cas
+        }
+    }
+
     public var name: String {
         switch self {
         case .set: "set"

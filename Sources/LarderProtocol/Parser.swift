@@ -150,7 +150,7 @@ public struct Parser: Sendable {
             if equals(buf, cmd, "add") { mode = .add }
             else if equals(buf, cmd, "append") { mode = .append }
             else { return error(.unknownCommand, .unknown) }
-            guard ntokens == 6 || ntokens == 7 else { return error(.unknownCommand, family(mode)) }
+            guard ntokens == 6 || ntokens == 7 else { return error(.unknownCommand, mode.family) }
             return parseStorage(buf, mode: mode, ntokens: ntokens, lineConsumed: lineConsumed)
 
         case UInt8(ascii: "c"):
@@ -203,7 +203,7 @@ public struct Parser: Sendable {
         default:
             if equals(buf, cmd, "replace") || equals(buf, cmd, "prepend") {
                 let mode: StoreMode = first == UInt8(ascii: "r") ? .replace : .prepend
-                guard ntokens == 6 || ntokens == 7 else { return error(.unknownCommand, family(mode)) }
+                guard ntokens == 6 || ntokens == 7 else { return error(.unknownCommand, mode.family) }
                 return parseStorage(buf, mode: mode, ntokens: ntokens, lineConsumed: lineConsumed)
             }
             if equals(buf, cmd, "bget") {
@@ -254,7 +254,7 @@ public struct Parser: Sendable {
 
     private mutating func parseStorage(_ buf: UnsafeRawBufferPointer, mode: StoreMode, ntokens: Int,
                                        lineConsumed: Int) -> ParseResult {
-        let fam = family(mode)
+        let fam = mode.family
         let noreply = isNoreply(buf, ntokens: ntokens)
         func fail(_ e: ProtocolError) -> ParseResult {
             pendingNeed = 0
@@ -345,16 +345,6 @@ public struct Parser: Sendable {
         return idx >= 0 && idx < tokens.count && equals(buf, tokens[idx], "noreply")
     }
 
-    private func family(_ mode: StoreMode) -> CommandFamily {
-        switch mode {
-        case .set: .set
-        case .add: .add
-        case .replace: .replace
-        case .append: .append
-        case .prepend: .prepend
-        case .cas: .cas
-        }
-    }
 }
 
 // MARK: - Byte helpers

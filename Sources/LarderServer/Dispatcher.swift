@@ -77,7 +77,7 @@ struct Dispatcher {
                                       flags: req.flags, exptime: req.exptime,
                                       value: UnsafeRawBufferPointer(rebasing: buf[req.data]),
                                       casUnique: req.casUnique)
-            let family = self.family(req.mode)
+            let family = req.mode.family
             let r: Reply
             switch outcome {
             case .stored:
@@ -104,7 +104,7 @@ struct Dispatcher {
 
         case .storeTooLarge(let mode, let key, let noreply):
             counters.add(.storeTooLarge)
-            counters.add(family(mode), .error)
+            counters.add(mode.family, .error)
             if mode == .set { _ = store.delete(UnsafeRawBufferPointer(rebasing: buf[key])) }
             if !noreply { reply(.tooLarge, &out) }
 
@@ -210,16 +210,6 @@ struct Dispatcher {
         }
     }
 
-    private func family(_ m: StoreMode) -> CommandFamily {
-        switch m {
-        case .set: .set
-        case .add: .add
-        case .replace: .replace
-        case .append: .append
-        case .prepend: .prepend
-        case .cas: .cas
-        }
-    }
 
     private func operation(_ m: StoreMode) -> StoreOperation {
         switch m {
