@@ -40,6 +40,10 @@ final class Connection {
 
     /// Initial and steady-state size of the input buffer.
     static let baseInputCapacity = 16 * 1024
+    /// A buffer grown for a large value is kept up to this size (so a client storing 100 KB
+    /// values does not reallocate per set) and given back above it (bounding idle memory per
+    /// connection).
+    static let keptInputCapacity = 256 * 1024
     /// Stop reading from a client while this much output waits for it to read (a client that
     /// pipelines requests and never reads must not make the server buffer without bound).
     static let outputHighWater = 4 * 1024 * 1024
@@ -104,7 +108,7 @@ final class Connection {
         if start == end {
             start = 0
             end = 0
-            if capacity > Connection.baseInputCapacity * 4 && parser.bytesWanted == 0 {
+            if capacity > Connection.keptInputCapacity && parser.bytesWanted == 0 {
                 input.deallocate()
                 capacity = Connection.baseInputCapacity
                 input = .allocate(byteCount: capacity, alignment: 16)
