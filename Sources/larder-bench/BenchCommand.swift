@@ -13,6 +13,8 @@ struct BenchSettings: Sendable {
     var port: Int
     var pipeline: Int
     var rate: Double
+    /// Connections over all threads (the open-loop rate is shared by all of them).
+    var totalConnections: Int
 }
 
 struct BenchCommand: ParsableCommand {
@@ -53,7 +55,7 @@ struct BenchCommand: ParsableCommand {
         let workload = Workload(keyCount: keys, keySize: keySize, valueMin: vmin, valueMax: vmax,
                                 setFraction: Double(s) / Double(s + g),
                                 zipfSkew: distribution == "zipf" ? zipfSkew : nil)
-        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate)
+        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections)
         let phase = ManagedAtomic<Int>(Phase.warmup.rawValue)
         var loaders: [LoadThread] = []
         for t in 0..<threads {

@@ -75,7 +75,9 @@ final class LoadThread: @unchecked Sendable {
         // poll() over this thread's few dozen sockets (Swift's Glibc module has no epoll).
         var pfds = conns.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         let start = monotonicNanos()
-        let interval: UInt64 = options.rate > 0 ? UInt64(1e9 * Double(connectionCount) / options.rate) : 0
+        // Each connection sends every `interval`, so all connections of all threads together
+        // make `rate` requests a second.
+        let interval: UInt64 = options.rate > 0 ? UInt64(1e9 * Double(options.totalConnections) / options.rate) : 0
         for (i, c) in conns.enumerated() {
             if interval > 0 {
                 c.nextDue = start + UInt64(i) * interval / UInt64(max(1, connectionCount))

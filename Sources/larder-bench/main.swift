@@ -1,1 +1,2 @@
+// Entry point of larder-bench: wiring only (see BenchCommand.swift).
 BenchCommand.main()
