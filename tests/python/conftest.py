@@ -3,12 +3,22 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    """A port nothing listens on right now (for servers that need one chosen up front)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def larder_binary():

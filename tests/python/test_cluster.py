@@ -9,7 +9,7 @@ import time
 import pytest
 from pymemcache.client.base import Client
 
-from conftest import ROOT, larder_binary
+from conftest import ROOT, free_port
 
 CLUSTER = os.path.join(ROOT, "scripts", "cluster")
 
@@ -149,14 +149,6 @@ def test_adding_a_fourth_node_moves_about_a_quarter(cluster_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait(port):

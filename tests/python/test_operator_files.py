@@ -4,15 +4,7 @@ import socket
 import subprocess
 import urllib.request
 
-from conftest import ROOT, Larder
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import ROOT, Larder, free_port
 
 
 def test_promtool_accepts_live_metrics():

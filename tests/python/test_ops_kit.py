@@ -6,8 +6,7 @@ import shutil
 import subprocess
 import urllib.request
 
-from conftest import ROOT, Larder
-from test_operator_files import free_port
+from conftest import ROOT, Larder, free_port
 
 
 def exported_families():
