@@ -175,7 +175,11 @@ final class Shard: @unchecked Sendable {
     /// tombstone is left. Write lock held.
     @discardableResult
     func removeLocked(at i: Int) -> Item {
-        let removed = slots[i].unsafelyUnwrapped
+        // Ownership moves with the pointers: the removed item is taken out of its slot, and
+        // each shifted item is moved (not copied) into the hole, so a shift costs no
+        // retain/release pair. The hole is uninitialized until the end, and the loop only ever
+        // reads slots ahead of it.
+        let removed = (slots + i).move().unsafelyUnwrapped
         if removed.indexed { indexedItems -= 1 }
         itemBytes -= removed.charge
         count -= 1
@@ -184,11 +188,11 @@ final class Shard: @unchecked Sendable {
         var j = i
         while true {
             j = (j + 1) & mask
-            if slots[j] == nil { break }
+            if isEmptyLocked(j) { break }
             let home = Int(hashes[j]) & mask
             // Move j into the hole unless its home lies cyclically in (hole, j].
             if ((j - home) & mask) >= ((j - hole) & mask) {
-                slots[hole] = slots[j]
+                (slots + hole).moveInitialize(from: slots + j, count: 1)
                 hashes[hole] = hashes[j]
                 var r = UnsafeAtomic<UInt8>(at: refs + j).load(ordering: .relaxed)
                 // A probe run that wraps past the end moves items from the start of the table
@@ -200,10 +204,17 @@ final class Shard: @unchecked Sendable {
                 hole = j
             }
         }
-        slots[hole] = nil
+        (slots + hole).initialize(to: nil)
         hashes[hole] = 0
         UnsafeAtomic<UInt8>(at: refs + hole).store(0, ordering: .relaxed)
         return removed
+    }
+
+    /// True if slot `j` is empty, read without retaining its occupant (an `Optional` class
+    /// reference is nil exactly when its bits are zero). Lock held.
+    @inline(__always)
+    private func isEmptyLocked(_ j: Int) -> Bool {
+        UnsafeRawPointer(slots + j).load(as: UInt.self) == 0
     }
 
     /// Removes every item. Write lock held.
