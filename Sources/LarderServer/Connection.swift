@@ -33,6 +33,8 @@ final class Connection {
     private(set) var closed = false
     /// What `stats conns` shows; the registry holds it weakly, so it goes with the connection.
     var info: ConnectionInfo?
+    /// Whether --idle-timeout is on (read once, not per read).
+    private let tracksIdleness: Bool
     /// When the client last sent anything (for --idle-timeout).
     private(set) var lastActivity: UInt64 = monotonicNanos()
     /// True when no reply is waiting to be written.
@@ -54,6 +56,7 @@ final class Connection {
         parser = Parser(limits: ProtocolLimits(maxItemSize: worker.context.config.maxItemSize))
         dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
                                 timed: worker.context.config.metricsPort != 0)
+        tracksIdleness = worker.context.config.idleTimeout > 0
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)
     }
@@ -96,7 +99,7 @@ final class Connection {
             return
         }
         end += n
-        if worker.context.config.idleTimeout > 0 { lastActivity = monotonicNanos() }
+        if tracksIdleness { lastActivity = monotonicNanos() }
         dispatcher.counters.add(.bytesRead, UInt64(n))
         processInput()
         flush()
@@ -137,16 +140,15 @@ final class Connection {
         let timed = dispatcher.timed
         let nanosPerTick = Ticks.nanosPerTick
         let counters = dispatcher.counters
-        var stamp: UInt64 = timed ? Ticks.now() : 0
+        var stamp: UInt64 = timed ? Ticks.now(nanosPerTick) : 0
         while start < end && !closeAfterWrite {
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
                 let (next, group) = dispatcher.execute(cmd, in: buf, out: &out)
                 if timed {
-                    let now = nanosPerTick > 0 ? larder_ticks() : monotonicNanos()
-                    let elapsed = now &- stamp
-                    counters.observe(group, nanoseconds: nanosPerTick > 0 ? UInt64(Double(elapsed) * nanosPerTick) : elapsed)
+                    let now = Ticks.now(nanosPerTick)
+                    counters.observe(group, nanoseconds: Ticks.nanoseconds(now &- stamp, nanosPerTick))
                     stamp = now
                 }
                 start += consumed

@@ -33,12 +33,6 @@ struct Dispatcher {
         return (run(cmd, buf, &out), g)
     }
 
-    /// Records how long a command of group `g` took.
-    @inline(__always)
-    func observe(_ g: LatencyGroup, nanoseconds: UInt64) {
-        counters.observe(g, nanoseconds: nanoseconds)
-    }
-
     private func run(_ cmd: Command, _ buf: UnsafeRawBufferPointer, _ out: inout OutputQueue) -> Next {
         switch cmd {
         case .get(let keys, let withCas, let touch):
@@ -211,15 +205,11 @@ struct Dispatcher {
     }
 
 
+    /// The store's operation for a protocol storage mode (the two enums list the same cases
+    /// in the same order; the store does not depend on the protocol module).
+    @inline(__always)
     private func operation(_ m: StoreMode) -> StoreOperation {
-        switch m {
-        case .set: .set
-        case .add: .add
-        case .replace: .replace
-        case .append: .append
-        case .prepend: .prepend
-        case .cas: .cas
-        }
+        StoreOperation(rawValue: m.rawValue).unsafelyUnwrapped
     }
 }
 

@@ -20,15 +20,16 @@ enum Ticks {
         return Double(n1 - n0) / Double(t1 - t0)
     }
 
-    /// The current tick count (or nanoseconds when there is no TSC).
+    /// The current tick count (nanoseconds when there is no TSC). Callers on the hot path
+    /// read `nanosPerTick` once and pass it in, so the per-command cost is one `rdtsc`.
     @inline(__always)
-    static func now() -> UInt64 {
+    static func now(_ nanosPerTick: Double) -> UInt64 {
         nanosPerTick > 0 ? larder_ticks() : monotonicNanos()
     }
 
-    /// Converts a difference of `now()` values to nanoseconds.
+    /// Converts a difference of `now` values to nanoseconds.
     @inline(__always)
-    static func nanoseconds(_ ticks: UInt64) -> UInt64 {
+    static func nanoseconds(_ ticks: UInt64, _ nanosPerTick: Double) -> UInt64 {
         nanosPerTick > 0 ? UInt64(Double(ticks) * nanosPerTick) : ticks
     }
 }
