@@ -57,9 +57,11 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        .target(name: "BenchSupport", swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "larder-bench",
             dependencies: [
+                "BenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -68,7 +70,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "larder-lru-quality",
-            dependencies: ["LarderStore"],
+            dependencies: ["LarderStore", "BenchSupport"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol"], swiftSettings: [.swiftLanguageMode(.v6)]),

@@ -3,6 +3,7 @@
 // replies are counted as errors so a broken server cannot look fast.
 import ArgumentParser
 import Atomics
+import BenchSupport
 import Histogram
 #if canImport(Glibc)
 import Glibc

@@ -3,6 +3,7 @@
 // Open loop (--rate): requests leave at scheduled times whatever is outstanding, and latency
 // is measured from the scheduled time, which corrects for coordinated omission.
 import Atomics
+import BenchSupport
 import Histogram
 #if canImport(Glibc)
 import Glibc

@@ -1,20 +1,6 @@
 // What larder-bench sends: key naming, value contents (derived from the key so replies can be
 // checked), key choice (uniform or Zipf), and the set:get mix.
-
-/// splitmix64: small, fast, deterministic per thread.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
-
-@_silgen_name("pow") func cPow(_ x: Double, _ y: Double) -> Double
+import BenchSupport
 
 /// The key space and how keys are drawn from it.
 final class Workload: Sendable {
@@ -24,8 +10,8 @@ final class Workload: Sendable {
     let valueMax: Int
     /// Probability that a request is a set.
     let setFraction: Double
-    /// Cumulative distribution for Zipf; empty for uniform.
-    let cdf: [Double]
+    /// Zipf over ranks; nil for uniform.
+    let zipf: Zipf?
 
     init(keyCount: Int, keySize: Int, valueMin: Int, valueMax: Int, setFraction: Double, zipfSkew: Double?) {
         self.keyCount = keyCount
@@ -33,31 +19,14 @@ final class Workload: Sendable {
         self.valueMin = valueMin
         self.valueMax = valueMax
         self.setFraction = setFraction
-        if let s = zipfSkew {
-            var c = [Double](repeating: 0, count: keyCount)
-            var sum = 0.0
-            for i in 0..<keyCount {
-                sum += 1.0 / cPow(Double(i + 1), s)
-                c[i] = sum
-            }
-            for i in 0..<keyCount { c[i] /= sum }
-            cdf = c
-        } else {
-            cdf = []
-        }
+        zipf = zipfSkew.map { Zipf(n: keyCount, s: $0) }
     }
 
     @inline(__always)
     func nextKey(_ rng: inout SplitMix) -> Int {
-        if cdf.isEmpty { return Int(rng.next() % UInt64(keyCount)) }
-        let u = rng.unit()
-        var lo = 0, hi = cdf.count - 1
-        while lo < hi {
-            let mid = (lo + hi) >> 1
-            if cdf[mid] < u { lo = mid + 1 } else { hi = mid }
-        }
+        guard let zipf else { return Int(rng.next() % UInt64(keyCount)) }
         // Scatter ranks over ids so the hottest keys are not neighbours.
-        return Int((UInt64(lo) &* 0x9E37_79B9) % UInt64(keyCount))
+        return Int((UInt64(zipf.sample(&rng)) &* 0x9E37_79B9) % UInt64(keyCount))
     }
 
     @inline(__always)

@@ -1,45 +1,8 @@
 // LRU-quality benchmark: replays one Zipf-distributed trace against Larder's store (GCLOCK
 // eviction under read locks) and against an exact LRU holding the same number of items, and
 // prints both hit ratios. Usage: larder-lru-quality [requests] [keys] [skew] [cache-fraction]
+import BenchSupport
 import LarderStore
-
-/// splitmix64: small, fast, deterministic.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// Zipf(s) over ranks 0..<n by inverse CDF with binary search.
-struct Zipf {
-    let cdf: [Double]
-    init(n: Int, s: Double) {
-        var c = [Double](repeating: 0, count: n)
-        var sum = 0.0
-        for i in 0..<n {
-            sum += 1.0 / _pow(Double(i + 1), s)
-            c[i] = sum
-        }
-        for i in 0..<n { c[i] /= sum }
-        cdf = c
-    }
-    func sample(_ rng: inout SplitMix) -> Int {
-        let u = Double(rng.next() >> 11) / Double(1 << 53)
-        var lo = 0, hi = cdf.count - 1
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if cdf[mid] < u { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
-}
-
-@_silgen_name("pow") func _pow(_ x: Double, _ y: Double) -> Double
 
 /// Exact LRU over integer keys: a hash map to nodes of a doubly linked list in arrays.
 struct ExactLRU {
