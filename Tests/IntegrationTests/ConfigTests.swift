@@ -40,19 +40,8 @@ struct ConfigTests {
         (["--shards", "3"], [:], "shards"),
     ])
     func badSetting(args: [String], env: [String: String], mentions: String) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
-        p.arguments = args
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
-        for (k, v) in env { environment[k] = v }
-        p.environment = environment
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus != 0)
+        let (status, text) = try runLarderExpectingExit(args, env: env)
+        #expect(status > 0)
         #expect(text.contains(mentions), "stderr was: \(text)")
     }
 
@@ -60,15 +49,8 @@ struct ConfigTests {
     func badFile() throws {
         let file = try writeConfig("threads: many\n")
         defer { unlink(file) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
-        p.arguments = ["--config", file]
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus != 0)
+        let (status, text) = try runLarderExpectingExit(["--config", file])
+        #expect(status > 0)
         #expect(text.contains("threads") && text.contains(file))
     }
 }

@@ -11,15 +11,8 @@ struct HostileTests {
     @Test("as root, larder refuses to start without -u, and drops to the -u user")
     func rootAndUser() throws {
         guard getuid() == 0 else { return }  // only meaningful when the suite runs as root (CI)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
-        p.arguments = ["-p", "0", "--metrics-port", "0"]
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus != 0)
+        let (exitStatus, text) = try runLarderExpectingExit(["-p", "0", "--metrics-port", "0"])
+        #expect(exitStatus > 0)
         #expect(text.contains("-u"))
         let s = try ServerProcess.larder(["-u", "nobody"])
         defer { s.stop() }

@@ -51,9 +51,7 @@ final class ServerProcess: @unchecked Sendable {
         // As root (CI), Larder refuses to start without -u, like memcached.
         let asUser = getuid() == 0 && !args.contains("-u") ? ["-u", "nobody"] : []
         p.arguments = ["-p", "0", "--metrics-port", "\(metricsPort)"] + asUser + args
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
-        for (k, v) in env { environment[k] = v }
-        p.environment = environment
+        p.environment = larderEnvironment(env)
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
@@ -127,6 +125,34 @@ final class ServerProcess: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+}
+
+/// The test runner's environment without any LARDER_* variable, plus `extra`.
+func larderEnvironment(_ extra: [String: String]) -> [String: String] {
+    var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }
+    for (k, v) in extra { environment[k] = v }
+    return environment
+}
+
+/// Runs larder with `args` when it is expected to refuse to start; returns its exit status
+/// and what it wrote to stderr. A larder that starts anyway is killed after 20 s (status -1).
+func runLarderExpectingExit(_ args: [String], env: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
+    p.arguments = args
+    p.environment = larderEnvironment(env)
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(20)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning {
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        return (-1, "")
+    }
+    return (p.terminationStatus, String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
 }
 
 struct TestFailure: Error, CustomStringConvertible {
