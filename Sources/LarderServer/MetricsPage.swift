@@ -61,7 +61,7 @@ enum MetricsPage {
         p.family("larder_reclaimed_total", .counter, "Expired items removed (lazily, by the sweeper or by the eviction hand).")
         p.sample("larder_reclaimed_total", [], c.reclaimed)
         p.family("larder_stale_slots", .gauge, "Weak slots whose target is gone (expiry-index handles and connection-registry entries), not yet swept.")
-        p.sample("larder_stale_slots", [], Double(c.staleSlots + ctx.staleRegistrySlots()))
+        p.sample("larder_stale_slots", [], Double(ctx.staleSlots(c)))
         p.family("larder_store_errors_total", .counter, "Writes refused: too_large (over -I) or out_of_memory.")
         p.sample("larder_store_errors_total", [("reason", "too_large")], sum(.storeTooLarge))
         p.sample("larder_store_errors_total", [("reason", "out_of_memory")], sum(.storeNoMemory))

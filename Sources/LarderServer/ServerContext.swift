@@ -63,8 +63,9 @@ public final class ServerContext: Sendable {
     }
 
     /// Stale slots in every secondary structure: the store's expiry index and the registry.
-    public func staleSlots() -> Int {
-        store.counters().staleSlots + staleRegistrySlots()
+    /// `counters` is a snapshot the caller already took (stats and /metrics both have one).
+    public func staleSlots(_ counters: StoreCounters) -> Int {
+        counters.staleSlots + staleRegistrySlots()
     }
 }
 

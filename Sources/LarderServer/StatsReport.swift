@@ -106,7 +106,7 @@ enum StatsReport {
             ("evicted_unfetched", "\(c.evictedUnfetched)"),
             ("evictions", "\(c.evictions)"),
             ("reclaimed", "\(c.reclaimed)"),
-            ("stale_slots", "\(c.staleSlots + ctx.staleRegistrySlots())"),
+            ("stale_slots", "\(ctx.staleSlots(c))"),
         ]
     }
 
