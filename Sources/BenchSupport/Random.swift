@@ -8,7 +8,7 @@ public struct SplitMix: RandomNumberGenerator, Sendable {
     public var state: UInt64
     public init(state: UInt64) { self.state = state }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
@@ -18,7 +18,7 @@ public struct SplitMix: RandomNumberGenerator, Sendable {
     }
 
     /// A uniform double in [0, 1).
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
@@ -37,7 +37,7 @@ public struct Zipf: Sendable {
         cdf = c
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func sample(_ rng: inout SplitMix) -> Int {
         let u = rng.unit()
         var lo = 0, hi = cdf.count - 1
