@@ -39,21 +39,25 @@ struct Dispatcher {
             let family: CommandFamily = touch == nil ? (withCas ? .gets : .get) : (withCas ? .gats : .gat)
             for k in keys {
                 let key = UnsafeRawBufferPointer(rebasing: buf[k])
-                let lookup: Lookup
-                if let exptime = touch {
-                    lookup = store.getAndTouch(key, exptime: exptime)
-                    counters.add(.cmdTouch)
-                } else {
-                    lookup = store.get(key)
-                    counters.add(.cmdGet)
-                }
-                switch lookup {
-                case .hit(let item):
-                    counters.add(touch == nil ? .getHits : .gatHits)
-                    counters.add(family, .hit)
+                let status: ReadStatus
+                // The reply is written inside the read callback, under the shard's read lock:
+                // a value in a segment is copied into the output there.
+                func write(_ item: borrowing FoundItem) {
                     ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
                                                    cas: withCas ? item.cas : nil, to: out.text)
                     out.appendData(of: item)
+                }
+                if let exptime = touch {
+                    status = store.readAndTouch(key, exptime: exptime, write)
+                    counters.add(.cmdTouch)
+                } else {
+                    status = store.read(key, write)
+                    counters.add(.cmdGet)
+                }
+                switch status {
+                case .hit:
+                    counters.add(touch == nil ? .getHits : .gatHits)
+                    counters.add(family, .hit)
                 case .miss:
                     counters.add(touch == nil ? .getMisses : .gatMisses)
                     counters.add(family, .miss)

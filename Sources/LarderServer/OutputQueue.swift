@@ -1,7 +1,9 @@
 // A connection's pending output: reply text accumulated in one byte array, interleaved with
-// references to items whose data blocks are sent straight from the item's memory. A whole
-// batch of replies leaves in one writev; nothing is copied for values, and an item stays
-// alive (even if deleted or overwritten meanwhile) until its bytes have been written.
+// references to large values sent straight from their own buffers. Values that live in the
+// store's segments are copied into the text under the shard's read lock (nothing outside the
+// store ever points into a segment); a large value stays alive (even if deleted or
+// overwritten meanwhile) until its bytes have been written. A whole batch of replies leaves in
+// one writev.
 import LarderMetrics
 import LarderProtocol
 import LarderStore
@@ -12,7 +14,8 @@ import Glibc
 struct OutputQueue {
     private enum Segment {
         case text(start: Int, end: Int)
-        case item(Item)
+        /// The first `count` bytes of a large value.
+        case large(LargeValue, count: Int)
     }
 
     /// Reply text; encoders append here, then `commitText` makes it a segment.
@@ -57,12 +60,19 @@ struct OutputQueue {
         text.count = committed
     }
 
-    /// Queues an item's data block (value + "\r\n").
+    /// Queues a found item's data block: the value, then "\r\n". Called under the shard's
+    /// read lock, so inline bytes are copied now.
     @inline(__always)
-    mutating func appendData(of item: Item) {
-        commitText()
-        segments.append(.item(item))
-        pendingBytes += item.valueCount + 2
+    mutating func appendData(of item: borrowing FoundItem) {
+        switch item.value {
+        case .inline(let bytes):
+            text.append(bytes)
+        case .external(let value, let count):
+            commitText()
+            segments.append(.large(value, count: count))
+            pendingBytes += count
+        }
+        text.appendCRLF()
     }
 
     /// Bytes uncommitted plus pending (for backpressure decisions).
@@ -86,10 +96,9 @@ struct OutputQueue {
                     switch segments[k] {
                     case .text(let s, let e):
                         iov[n] = iovec(iov_base: tbase + s + skip, iov_len: e - s - skip)
-                    case .item(let item):
-                        let block = item.dataBlock
-                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: block.baseAddress! + skip),
-                                       iov_len: block.count - skip)
+                    case .large(let value, let count):
+                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: value.value.baseAddress! + skip),
+                                       iov_len: count - skip)
                     }
                     n += 1
                     k += 1
@@ -121,7 +130,7 @@ struct OutputQueue {
             let size: Int
             switch segments[head] {
             case .text(let s, let e): size = e - s
-            case .item(let item): size = item.valueCount + 2
+            case .large(_, let count): size = count
             }
             let remaining = size - headOffset
             if left >= remaining {

@@ -46,7 +46,8 @@ public final class Server: @unchecked Sendable {
         _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
         let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
                                               shardCount: Server.effectiveShards(config),
-                                              evictionDisabled: config.disableEviction),
+                                              evictionDisabled: config.disableEviction,
+                                              maxItemSize: config.maxItemSize),
                           clock: clock)
         context = ServerContext(config: config, store: store, workers: config.threads)
         base = try Libevent.newBase()

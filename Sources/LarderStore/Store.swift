@@ -1,7 +1,8 @@
 // The sharded store: hashes a key once (seeded per process), picks the shard from the hash's
-// top bits and the slot from its low bits, and runs each operation under that one shard's
-// lock. It knows nothing of the protocol's bytes: it is handed keys and values as raw bytes
-// and answers with outcomes the server maps to replies.
+// top bits, and runs each operation under that one shard's lock. It knows nothing of the
+// protocol's bytes: it is handed keys and values as raw bytes and answers with outcomes the
+// server maps to replies. Items live in segments (Shard.swift); a read hands the caller the
+// item under the shard's read lock, and the caller copies what it needs before returning.
 import Atomics
 #if canImport(Glibc)
 import Glibc
@@ -15,19 +16,95 @@ public struct StoreConfig: Sendable {
     public var shardCount: Int
     /// `-M`: answer out-of-memory instead of evicting.
     public var evictionDisabled: Bool
+    /// `-I`: the largest item, counted as memcached counts it (see `itemTotalSize`). Append
+    /// and prepend past it are refused.
+    public var maxItemSize: Int
 
-    public init(memoryLimit: Int = 64 << 20, shardCount: Int = 16, evictionDisabled: Bool = false) {
+    public init(memoryLimit: Int = 64 << 20, shardCount: Int = 16, evictionDisabled: Bool = false,
+                maxItemSize: Int = 1 << 20) {
         self.memoryLimit = memoryLimit
         self.shardCount = shardCount
         self.evictionDisabled = evictionDisabled
+        self.maxItemSize = maxItemSize
+    }
+
+    /// memcached's size of an item against `-I` (the same sum the parser uses for `set`).
+    public static func itemTotalSize(keyCount: Int, flags: UInt32, valueCount: Int) -> Int {
+        48 + 8 + keyCount + 1 + (flags == 0 ? 0 : 4) + valueCount + 2
     }
 }
 
-/// Result of a read.
+/// Where a found item's value bytes are.
+public enum ValueBytes {
+    /// In a segment: valid only inside the read callback; copy them out.
+    case inline(UnsafeRawBufferPointer)
+    /// In a heap buffer of its own: keep the reference as long as the first `count` bytes
+    /// are needed; they never change.
+    case external(LargeValue, count: Int)
+}
+
+/// An item found by a read, handed to the read callback while the shard lock is held.
+public struct FoundItem {
+    public let flags: UInt32
+    public let cas: UInt64
+    /// Absolute Unix seconds, 0 for never.
+    public let exptime: Int64
+    public let valueCount: Int
+    public let value: ValueBytes
+
+    @inline(__always)
+    init(_ r: Record) {
+        flags = r.flags
+        cas = r.cas
+        exptime = r.exptime
+        if r.isExternal {
+            let v = r.external.takeUnretainedValue()
+            valueCount = v.count
+            value = .external(v, count: v.count)
+        } else {
+            let b = r.inlineValue
+            valueCount = b.count
+            value = .inline(b)
+        }
+    }
+
+    /// Calls `body` with the value bytes.
+    @inline(__always)
+    public func withValue<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        switch value {
+        case .inline(let b): return try body(b)
+        case .external(let v, let n): return try body(UnsafeRawBufferPointer(rebasing: v.value[0..<n]))
+        }
+    }
+}
+
+/// Outcome of a read.
+public enum ReadStatus: Sendable, Equatable {
+    case hit, miss
+    /// The key was there but had expired (memcached's get_expired); removed.
+    case expired
+}
+
+/// A copy of an item, for tests and tools (the server reads through `read`).
+public struct ItemSnapshot: Sendable {
+    public let key: [UInt8]
+    public let value: [UInt8]
+    public let flags: UInt32
+    public let cas: UInt64
+    public let exptime: Int64
+    /// Bytes the item is charged against the limit (its record, and its external value);
+    /// 0 in snapshots taken by `get`.
+    public var charge = 0
+
+    public func withValue<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try value.withUnsafeBytes(body)
+    }
+}
+
+/// Result of `get`.
 public enum Lookup {
-    case hit(Item)
+    case hit(ItemSnapshot)
     case miss
-    /// The key was there but had expired (counted as memcached's get_expired).
     case expired
 }
 
@@ -53,15 +130,30 @@ public enum ArithmeticOutcome: Sendable, Equatable {
 public struct StoreCounters: Sendable, Equatable {
     public var currItems = 0
     public var totalItems: UInt64 = 0
+    /// Bytes of live items: their records in segments and their external values.
     public var itemBytes = 0
+    /// Bytes of the hash index and the ghost filter.
     public var indexBytes = 0
+    /// Bytes of segments counted against the limit (in use, free or held in reserve).
+    public var segmentBytes = 0
+    /// Bytes written into segments in use, live or dead (live / this = the live fraction).
+    public var segmentBytesWritten = 0
+    /// Bytes of live records in segments.
+    public var liveSegmentBytes = 0
+    /// Bytes of external (large) values.
+    public var externalBytes = 0
     public var evictions: UInt64 = 0
     public var evictedUnfetched: UInt64 = 0
     public var expiredUnfetched: UInt64 = 0
-    /// Expiry-index handles whose item is gone (deleted, replaced, evicted, expired).
+    /// Index entries naming an emptied segment, not yet cleaned.
     public var staleSlots = 0
-    public var expiryIndexEntries = 0
     public var reclaimed: UInt64 = 0
+    /// Items copied forward by eviction or compaction.
+    public var copiedForward: UInt64 = 0
+    public var segmentsEvicted: UInt64 = 0
+    public var segmentsExpired: UInt64 = 0
+    /// Everything counted against the limit.
+    public var usedBytes = 0
 }
 
 public final class Store: Sendable {
@@ -69,12 +161,13 @@ public final class Store: Sendable {
     public let clock: any StoreClock
     private let shards: [Shard]
     private let shardBits: Int
+    let geometry: SegmentGeometry
     /// Deadline of a delayed `flush_all` (Unix seconds), 0 when none is pending.
     private let pendingFlush = ManagedAtomic<Int64>(0)
 
     public init(config: StoreConfig = StoreConfig(), clock: any StoreClock = SystemClock()) {
         var n = 1
-        while n < max(1, config.shardCount) { n <<= 1 }
+        while n < max(1, min(config.shardCount, 1024)) { n <<= 1 }
         var bits = 0
         while (1 << bits) < n { bits += 1 }
         var cfg = config
@@ -83,12 +176,20 @@ public final class Store: Sendable {
         self.clock = clock
         shardBits = bits
         let perShard = config.memoryLimit / n
-        shards = (0..<n).map { Shard(index: $0, shardBits: bits, limit: perShard) }
+        let g = SegmentGeometry(shardLimit: perShard)
+        geometry = g
+        shards = (0..<n).map {
+            Shard(index: $0, shardBits: bits, limit: perShard, geometry: g, evictionDisabled: config.evictionDisabled)
+        }
     }
 
     public var shardCount: Int { shards.count }
-    /// The largest single item a shard can hold (its share of `-m`).
+    /// The share of `-m` each shard holds (a value must fit in it).
     public var shardLimit: Int { config.memoryLimit / shards.count }
+    /// Bytes of one segment.
+    public var segmentSize: Int { geometry.segmentSize }
+    /// Values longer than this live in their own buffer rather than in a segment.
+    public var inlineLimit: Int { geometry.inlineLimit }
 
     /// The per-process seeded hash of a key (see KeyHash.swift).
     @inline(__always)
@@ -99,12 +200,6 @@ public final class Store: Sendable {
     @inline(__always)
     private func shard(for hash: UInt64) -> Shard {
         shards[shardBits == 0 ? 0 : Int(hash >> UInt64(64 - shardBits))]
-    }
-
-    /// Index of the shard a key lives in (for tests that aim at one shard).
-    public func shardIndex(of key: UnsafeRawBufferPointer) -> Int {
-        let h = Store.hash(key)
-        return shardBits == 0 ? 0 : Int(h >> UInt64(64 - shardBits))
     }
 
     @inline(__always)
@@ -119,55 +214,90 @@ public final class Store: Sendable {
         return t
     }
 
+    @inline(__always)
+    private static func expired(_ r: Record, now t: Int64) -> Bool {
+        let e = r.exptime
+        return e != 0 && e <= t
+    }
+
     // MARK: - Reads
 
-    /// `get`: takes only the shard's read lock. An expired item is reported and then removed
-    /// under the write lock if it is still the same item.
-    public func get(_ key: UnsafeRawBufferPointer) -> Lookup {
+    /// `get`/`gets`: takes only the shard's read lock and calls `body` with the item while
+    /// holding it (copy what you need; inline bytes are not valid afterwards). An expired item
+    /// is reported and removed under the write lock.
+    @inline(__always)
+    public func read(_ key: UnsafeRawBufferPointer, _ body: (borrowing FoundItem) -> Void) -> ReadStatus {
         let t = now()
         let h = Store.hash(key)
         let s = shard(for: h)
-        var stale: Item?
-        let r: Lookup = s.lock.withReadLock {
-            guard let i = s.findLocked(key, hash: h) else { return .miss }
-            let item = s.itemLocked(at: i)
-            if item.isExpired(now: t) {
-                stale = item
-                return .expired
-            }
-            s.touchReferenceLocked(i)
-            return .hit(item)
+        let status: ReadStatus = s.lock.withReadLock {
+            guard let (_, r) = s.findLocked(key, hash: h) else { return .miss }
+            if Store.expired(r, now: t) { return .expired }
+            r.noteRead()
+            body(FoundItem(r))
+            return .hit
         }
-        if let stale { removeIfSame(stale, key: key, hash: h, shard: s) }
-        return r
+        if status == .expired { removeIfExpired(key, hash: h, shard: s, now: t) }
+        return status
     }
 
-    private func removeIfSame(_ item: Item, key: UnsafeRawBufferPointer, hash: UInt64, shard s: Shard) {
+    private func removeIfExpired(_ key: UnsafeRawBufferPointer, hash: UInt64, shard s: Shard, now t: Int64) {
         s.lock.withWriteLock {
-            if let i = s.findLocked(key, hash: hash), s.itemLocked(at: i) === item {
-                s.removeLocked(at: i)
+            if let (slot, r) = s.findLocked(key, hash: hash), Store.expired(r, now: t) {
+                s.removeLocked(slot: slot, record: r)
                 s.reclaimed &+= 1
             }
         }
     }
 
-    /// `gat`/`gats`: a get that also sets a new exptime (write lock).
-    public func getAndTouch(_ key: UnsafeRawBufferPointer, exptime: Int32) -> Lookup {
+    /// `gat`/`gats`: a read that also sets a new exptime (write lock).
+    public func readAndTouch(_ key: UnsafeRawBufferPointer, exptime: Int32,
+                             _ body: (borrowing FoundItem) -> Void) -> ReadStatus {
         let t = now()
         let h = Store.hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let i = s.findLocked(key, hash: h) else { return .miss }
-            let item = s.itemLocked(at: i)
-            if item.isExpired(now: t) {
-                s.removeLocked(at: i)
+            guard let (slot, r) = s.findLocked(key, hash: h) else { return .miss }
+            if Store.expired(r, now: t) {
+                s.removeLocked(slot: slot, record: r)
                 s.reclaimed &+= 1
                 return .expired
             }
-            item.exptime = absoluteExpiry(exptime, now: t)
-            if item.exptime != 0 { s.indexLocked(item, hash32: UInt32(truncatingIfNeeded: h)) }
-            s.touchReferenceLocked(i)
-            return .hit(item)
+            guard let found = s.touchLocked(key, hash: h, slot: slot, record: r,
+                                            deadline: absoluteExpiry(exptime, now: t), now: t) else {
+                return .miss
+            }
+            found.noteRead()
+            body(FoundItem(found))
+            return .hit
+        }
+    }
+
+    /// A copy of the item under `key` (for tests and tools).
+    public func get(_ key: UnsafeRawBufferPointer) -> Lookup {
+        var snapshot: ItemSnapshot?
+        let status = read(key) { item in
+            snapshot = ItemSnapshot(key: Array(key), value: item.withValue { Array($0) }, flags: item.flags,
+                                    cas: item.cas, exptime: item.exptime)
+        }
+        switch status {
+        case .hit: return .hit(snapshot!)
+        case .miss: return .miss
+        case .expired: return .expired
+        }
+    }
+
+    /// Like `get`, touching as `gat` does.
+    public func getAndTouch(_ key: UnsafeRawBufferPointer, exptime: Int32) -> Lookup {
+        var snapshot: ItemSnapshot?
+        let status = readAndTouch(key, exptime: exptime) { item in
+            snapshot = ItemSnapshot(key: Array(key), value: item.withValue { Array($0) }, flags: item.flags,
+                                    cas: item.cas, exptime: item.exptime)
+        }
+        switch status {
+        case .hit: return .hit(snapshot!)
+        case .miss: return .miss
+        case .expired: return .expired
         }
     }
 
@@ -181,79 +311,48 @@ public final class Store: Sendable {
         let h = Store.hash(key)
         let s = shard(for: h)
         let deadline = absoluteExpiry(exptime, now: t)
-        // Build the new item outside the lock for the plain cases; append/prepend need the old
-        // value and build theirs under the lock.
-        var fresh: Item? = nil
-        if mode != .append && mode != .prepend {
-            fresh = Item.make(key: key, flags: flags, exptime: deadline, cas: 0, value: value)
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        // A large value is copied into its own buffer before the lock is taken.
+        var large: LargeValue? = nil
+        if mode != .append && mode != .prepend && value.count > geometry.inlineLimit {
+            large = LargeValue(capacity: value.count, filling: (value, empty))
         }
         return s.lock.withWriteLock {
-            var slot = s.findLocked(key, hash: h)
-            if let i = slot, s.itemLocked(at: i).isExpired(now: t) {
-                s.removeLocked(at: i)
+            var found = s.findLocked(key, hash: h)
+            if let (slot, r) = found, Store.expired(r, now: t) {
+                s.removeLocked(slot: slot, record: r)
                 s.reclaimed &+= 1
-                slot = nil
+                found = nil
             }
-            var item: Item
             switch mode {
             case .set:
-                item = fresh.unsafelyUnwrapped
+                break
             case .add:
-                if slot != nil {
-                    // memcached bumps the existing item's recency on a failed add.
-                    s.bumpReferenceLocked(slot!)
+                if let (_, r) = found {
+                    r.noteUse()  // memcached bumps the existing item on a failed add
                     return .notStored
                 }
-                item = fresh.unsafelyUnwrapped
             case .replace:
-                guard slot != nil else { return .notStored }
-                item = fresh.unsafelyUnwrapped
+                if found == nil { return .notStored }
             case .cas:
-                guard let i = slot else { return .notFound }
-                if s.itemLocked(at: i).cas != casUnique { return .exists }
-                item = fresh.unsafelyUnwrapped
+                guard let (_, r) = found else { return .notFound }
+                if r.cas != casUnique { return .exists }
             case .append, .prepend:
-                guard let i = slot else { return .notStored }
-                let old = s.itemLocked(at: i)
-                // The combined item keeps the old flags and exptime, as memcached does.
-                item = old.withValue { ov in
-                    mode == .append
-                        ? Item.make(key: key, flags: old.flags, exptime: old.exptime, cas: 0, value: ov, value)
-                        : Item.make(key: key, flags: old.flags, exptime: old.exptime, cas: 0, value: value, ov)
-                }
+                guard let (_, old) = found else { return .notStored }
+                return s.concatenateLocked(key, hash: h, old: old, with: value, append: mode == .append,
+                                           maxItemSize: config.maxItemSize, now: t)
             }
-            return placeLocked(item, slot: slot, hash: h, shard: s, now: t)
-        }
-    }
-
-    /// Installs `item` (replacing slot `slot` if given) after making room. Write lock held.
-    private func placeLocked(_ item: Item, slot: Int?, hash: UInt64, shard s: Shard, now t: Int64) -> StoreOutcome {
-        let oldCharge = slot.map { s.itemLocked(at: $0).charge } ?? 0
-        let growth = item.charge - oldCharge
-        // Room for a new slot if the table is about to grow.
-        let indexGrowth = (slot == nil && (s.count + 1) * 4 > s.capacity * 3) ? s.indexBytes : 0
-        if item.charge + s.indexBytes + indexGrowth > s.limit {
-            // Larger than this shard could ever hold.
+            if s.putLocked(key, hash: h, flags: flags, deadline: deadline, cas: 0, control: 0,
+                           valueCount: value.count, parts: (value, empty), large: large, now: t) {
+                return .stored
+            }
+            if mode == .set, let (slot, r) = s.findLocked(key, hash: h) {
+                // As memcached: a set that cannot be stored unlinks the old value, so nobody
+                // reads a value its writer tried to replace.
+                s.removeLocked(slot: slot, record: r)
+            }
             return .outOfMemory
         }
-        var slot = slot
-        while s.usedBytes + growth + indexGrowth > s.limit {
-            if config.evictionDisabled { return .outOfMemory }
-            // Never evict the item being replaced: take it out of the table first.
-            if let i = slot {
-                s.removeLocked(at: i)
-                slot = nil
-                continue
-            }
-            if !s.evictOneLocked(now: t) { return .outOfMemory }
-        }
-        item.cas = s.nextCasLocked()
-        if let i = slot {
-            s.replaceLocked(at: i, with: item)
-        } else {
-            s.insertLocked(item, hash: hash)
-        }
-        return .stored
     }
 
     /// `delete`: removes a live item, or reports that the key was absent or already expired
@@ -263,9 +362,9 @@ public final class Store: Sendable {
         let h = Store.hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let i = s.findLocked(key, hash: h) else { return .notFound }
-            let expired = s.itemLocked(at: i).isExpired(now: t)
-            s.removeLocked(at: i)
+            guard let (slot, r) = s.findLocked(key, hash: h) else { return .notFound }
+            let expired = Store.expired(r, now: t)
+            s.removeLocked(slot: slot, record: r)
             if expired { s.reclaimed &+= 1 }
             return expired ? .expired : .deleted
         }
@@ -273,8 +372,19 @@ public final class Store: Sendable {
 
     /// `touch`. Returns true if the item exists.
     public func touch(_ key: UnsafeRawBufferPointer, exptime: Int32) -> Bool {
-        if case .hit = getAndTouch(key, exptime: exptime) { return true }
-        return false
+        let t = now()
+        let h = Store.hash(key)
+        let s = shard(for: h)
+        return s.lock.withWriteLock {
+            guard let (slot, r) = s.findLocked(key, hash: h) else { return false }
+            if Store.expired(r, now: t) {
+                s.removeLocked(slot: slot, record: r)
+                s.reclaimed &+= 1
+                return false
+            }
+            return s.touchLocked(key, hash: h, slot: slot, record: r,
+                                 deadline: absoluteExpiry(exptime, now: t), now: t) != nil
+        }
     }
 
     /// `incr`/`decr` with memcached's rules: the value must parse as an unsigned 64-bit decimal,
@@ -285,32 +395,32 @@ public final class Store: Sendable {
         let h = Store.hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let i = s.findLocked(key, hash: h) else { return .notFound }
-            let old = s.itemLocked(at: i)
-            if old.isExpired(now: t) {
-                s.removeLocked(at: i)
+            guard let (slot, old) = s.findLocked(key, hash: h) else { return .notFound }
+            if Store.expired(old, now: t) {
+                s.removeLocked(slot: slot, record: old)
                 s.reclaimed &+= 1
                 return .notFound
             }
-            guard let current = old.withValue({ parseStoredNumber($0) }) else { return .nonNumeric }
+            let oldItem = FoundItem(old)
+            guard let current = oldItem.withValue({ parseStoredNumber($0) }) else { return .nonNumeric }
             let result = incr ? current &+ delta : (delta > current ? 0 : current - delta)
+            // The new value is built in a buffer of its own: the old record's segment may be
+            // reused while room for the new one is found.
             var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-            return withUnsafeMutableBytes(of: &digits) { scratch in
-                let n = writeDecimal(result, into: scratch)
-                let text = UnsafeRawBufferPointer(rebasing: scratch[(24 - n)...])
-                let length = n <= old.valueCount ? old.valueCount : n
-                let item = Item.make(key: key, flags: old.flags, exptime: old.exptime, cas: 0,
-                                     valueCount: length) { dst in
-                    UnsafeMutableRawBufferPointer(rebasing: dst[0..<n]).copyMemory(from: text)
-                    if length > n {
-                        UnsafeMutableRawBufferPointer(rebasing: dst[n...]).initializeMemory(as: UInt8.self, repeating: 0x20)
-                    }
-                }
-                switch placeLocked(item, slot: i, hash: h, shard: s, now: t) {
-                case .stored: return .value(result)
-                default: return .outOfMemory
-                }
+            let text: [UInt8] = withUnsafeMutableBytes(of: &digits) { sb in
+                let n = writeDecimal(result, into: sb)
+                var t = [UInt8](repeating: 0x20, count: max(n, oldItem.valueCount))
+                for i in 0..<n { t[i] = sb[24 - n + i] }
+                return t
             }
+            let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+            let ok: Bool = text.withUnsafeBytes { tb in
+                let large = tb.count > s.geometry.inlineLimit ? LargeValue(capacity: tb.count, filling: (tb, empty)) : nil
+                return s.putLocked(key, hash: h, flags: oldItem.flags, deadline: oldItem.exptime, cas: 0, control: 0,
+                                   valueCount: tb.count, parts: large == nil ? (tb, empty) : (empty, empty),
+                                   large: large, now: t)
+            }
+            return ok ? .value(result) : .outOfMemory
         }
     }
 
@@ -326,31 +436,37 @@ public final class Store: Sendable {
         }
     }
 
-    /// One bounded pass of the background sweeper: each shard's write lock is taken once and
-    /// at most `budgetPerShard` expiry handles are visited under it. Returns handles visited.
-    @discardableResult
-    public func sweep(budgetPerShard: Int = 256) -> (visited: Int, reclaimed: Int) {
-        let t = now()
-        var visited = 0
-        var reclaimed = 0
-        var graveyard: [Item] = []
-        graveyard.reserveCapacity(budgetPerShard)
-        for s in shards {
-            let r = s.lock.withWriteLock { s.sweepLocked(now: t, budget: budgetPerShard, graveyard: &graveyard) }
-            visited += r.visited
-            reclaimed += r.reclaimed
-            // Free the reclaimed items outside the lock, then let a waiting worker run: the
-            // sweeper works in bursts of a few microseconds, never a whole time slice.
-            graveyard.removeAll(keepingCapacity: true)
-            if r.visited > 0 { sched_yield() }
-        }
-        return (visited, reclaimed)
-    }
-
     private func flushNow() {
         for s in shards {
             s.lock.withWriteLock { s.removeAllLocked() }
         }
+    }
+
+    /// One bounded pass of the background sweeper over every shard: empties segments whose
+    /// items have all expired (whole, in one step each) and cleans up to `budgetPerShard`
+    /// stale index entries. A shard with nothing to do is not write-locked at all. Returns the
+    /// entries cleaned plus segments emptied (`visited`, 0 when there was nothing to do) and
+    /// the items reclaimed.
+    @discardableResult
+    public func sweep(budgetPerShard: Int = 4096) -> (visited: Int, reclaimed: Int) {
+        let t = now()
+        var visited = 0
+        var reclaimed = 0
+        for s in shards {
+            let due = s.lock.withReadLock { t >= s.earliestDeadline || s.staleEntries > 0 }
+            guard due else { continue }
+            let r: (Int, Int) = s.lock.withWriteLock {
+                let before = s.reclaimed
+                let segments = s.reclaimExpiredLocked(now: t, limit: 16)
+                let cleaned = s.cleanStaleLocked(budget: budgetPerShard)
+                return (segments + cleaned, Int(s.reclaimed &- before))
+            }
+            visited += r.0
+            reclaimed += r.1
+            // Let a waiting worker run: the sweeper works in short bursts, never a time slice.
+            if r.0 > 0 { sched_yield() }
+        }
+        return (visited, reclaimed)
     }
 
     /// Counters summed over shards, one shard lock at a time.
@@ -360,28 +476,208 @@ public final class Store: Sendable {
             s.lock.withReadLock {
                 c.currItems += s.count
                 c.totalItems &+= s.totalItems
-                c.itemBytes += s.itemBytes
+                c.itemBytes += s.liveBytes + s.externalBytes
                 c.indexBytes += s.indexBytes
+                c.segmentBytes += s.mappedSegments * s.geometry.segmentSize
+                c.segmentBytesWritten += s.segmentBytesUsed
+                c.liveSegmentBytes += s.liveBytes
+                c.externalBytes += s.externalBytes
                 c.evictions &+= s.evictions
                 c.evictedUnfetched &+= s.evictedUnfetched
-                c.staleSlots += s.staleSlots
-                c.expiryIndexEntries += s.expiry.count
+                c.staleSlots += s.staleEntries
                 c.expiredUnfetched &+= s.expiredUnfetched
                 c.reclaimed &+= s.reclaimed
+                c.copiedForward &+= s.copiedForward
+                c.segmentsEvicted &+= s.segmentsEvicted
+                c.segmentsExpired &+= s.segmentsExpired
+                c.usedBytes += s.usedBytes
             }
         }
         return c
     }
 
     /// Walks every live item of every shard (one shard lock at a time); for invariant checks.
-    public func forEachItem(_ body: (Item) -> Void) {
+    public func forEachItem(_ body: (ItemSnapshot) -> Void) {
         for s in shards {
             s.lock.withReadLock {
                 for i in 0..<s.capacity {
-                    if let item = s.slots[i] { body(item) }
+                    let e = s.slots[i]
+                    guard e > Shard.tombstone, !s.isStale(e) else { continue }
+                    let r = s.record(of: e)
+                    let item = FoundItem(r)
+                    var snapshot = ItemSnapshot(key: Array(r.key), value: item.withValue { Array($0) },
+                                                flags: item.flags, cas: item.cas, exptime: item.exptime)
+                    snapshot.charge = r.size + (r.isExternal ? r.external.takeUnretainedValue().charge : 0)
+                    body(snapshot)
                 }
             }
         }
+    }
+}
+
+// MARK: - Shard operations used by the store (write lock held for all)
+
+extension Shard {
+    /// Writes a record for `key`, replacing the live one if any: makes index room, charges an
+    /// external value, finds room in a segment (which may evict), then links the record. The
+    /// value is `parts.0 + parts.1` or `large`; the parts must not point into a segment (room
+    /// for the new record may be found by reusing one). `cas` 0 takes a fresh one. False when
+    /// memory cannot be had.
+    func putLocked(_ key: UnsafeRawBufferPointer, hash: UInt64, flags: UInt32, deadline: Int64, cas: UInt64,
+                   control: UInt8, valueCount: Int, parts: (UnsafeRawBufferPointer, UnsafeRawBufferPointer),
+                   large: LargeValue?, now: Int64) -> Bool {
+        guard ensureIndexRoomLocked(now: now) else { return false }
+        let size = Record.size(keyCount: key.count, valueCount: valueCount, flags: flags, exptime: deadline,
+                               external: large != nil)
+        if let large {
+            guard large.charge + indexBytes <= limit, makeRoomLocked(bytes: large.charge, now: now) else { return false }
+            externalBytes += large.charge  // charged before segments are sought, so they leave it room
+        }
+        let target = ghostTakeLocked(hash) ? WriteTarget.main : WriteTarget.forNew(deadline: deadline, now: now)
+        guard let (seg, off) = allocateLocked(size: size, target: target, now: now) else {
+            if let large { externalBytes -= large.charge }
+            return false
+        }
+        let (found, free) = probeForWriteLocked(key, hash: hash)
+        let r = Record.write(at: segmentBase(seg) + off, control: control, key: key, flags: flags, exptime: deadline,
+                             cas: cas == 0 ? nextCasLocked() : cas, valueCount: valueCount, parts: parts, large: large)
+        noteRecordLocked(r, size: size, in: seg)
+        count += 1
+        liveBytes += size
+        totalItems &+= 1
+        let e = Shard.entry(tag: Shard.tag(hash), generation: info[Int(seg)].generation, segment: seg, offset: off)
+        if found >= 0 {
+            let old = slots[found]
+            slots[found] = e
+            killRecordLocked(record(of: old), in: Shard.segment(of: old))
+        } else {
+            occupyLocked(free, with: e)
+        }
+        return true
+    }
+
+    /// Removes the live record in `slot`.
+    func removeLocked(slot: Int, record r: Record) {
+        let seg = Shard.segment(of: slots[slot])
+        vacateLocked(slot)
+        killRecordLocked(r, in: seg)
+    }
+
+    /// Sets a new deadline on a live record: in place when the record has an exptime field,
+    /// else by rewriting it (same cas) with one. Returns the record as it now is.
+    func touchLocked(_ key: UnsafeRawBufferPointer, hash: UInt64, slot: Int, record r: Record,
+                     deadline: Int64, now: Int64) -> Record? {
+        if r.hasExptime || deadline == 0 {
+            if r.hasExptime {
+                r.setExptime(deadline)
+                let seg = Int(Shard.segment(of: slots[slot]))
+                let d = deadline == 0 ? Int64.max : deadline
+                if d > info[seg].maxDeadline { info[seg].maxDeadline = d }
+                if deadline != 0 && deadline < earliestDeadline { earliestDeadline = deadline }
+            }
+            return r
+        }
+        // Copy the value out first: finding room may reuse the record's segment.
+        let item = FoundItem(r)
+        let control = r.control.load(ordering: .relaxed) & ~RecordControl.dead
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let ok: Bool
+        switch item.value {
+        case .external(let v, _):
+            // The new record takes its own reference and charge; the old record's are dropped
+            // when it is replaced.
+            ok = putLocked(key, hash: hash, flags: item.flags, deadline: deadline, cas: item.cas, control: control,
+                           valueCount: item.valueCount, parts: (empty, empty), large: v, now: now)
+        case .inline(let b):
+            let copy = [UInt8](b)
+            ok = copy.withUnsafeBytes { cb in
+                putLocked(key, hash: hash, flags: item.flags, deadline: deadline, cas: item.cas, control: control,
+                          valueCount: cb.count, parts: (cb, empty), large: nil, now: now)
+            }
+        }
+        guard ok else { return nil }
+        return findLocked(key, hash: hash)?.record
+    }
+
+    /// append/prepend: the combined value keeps the old flags and exptime, as memcached's
+    /// does, and is refused (NOT_STORED) past `-I`. Appending to a large value with spare room
+    /// writes in place (a byte at a time costs a byte, not a copy of the value); otherwise the
+    /// value is rebuilt, with spare room when appending.
+    func concatenateLocked(_ key: UnsafeRawBufferPointer, hash: UInt64, old: Record, with data: UnsafeRawBufferPointer,
+                           append: Bool, maxItemSize: Int, now: Int64) -> StoreOutcome {
+        let item = FoundItem(old)
+        let (total, overflow) = item.valueCount.addingReportingOverflow(data.count)
+        if overflow || StoreConfig.itemTotalSize(keyCount: key.count, flags: item.flags, valueCount: total) > maxItemSize {
+            return .notStored
+        }
+        if append, case .external(let v, _) = item.value, v.appendInPlace(data) {
+            old.setExternalLength(v.count)
+            old.setCas(nextCasLocked())
+            totalItems &+= 1
+            return .stored
+        }
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let control = old.control.load(ordering: .relaxed) & ~RecordControl.dead
+        let ok: Bool
+        if total > geometry.inlineLimit {
+            let capacity = append ? min(max(total, total * 2), max(total, maxItemSize)) : total
+            let combined: LargeValue = item.withValue { ov in
+                append ? LargeValue(capacity: capacity, filling: (ov, data))
+                       : LargeValue(capacity: capacity, filling: (data, ov))
+            }
+            ok = putLocked(key, hash: hash, flags: item.flags, deadline: item.exptime, cas: 0, control: control,
+                           valueCount: total, parts: (empty, empty), large: combined, now: now)
+        } else {
+            var buf = [UInt8](repeating: 0, count: total)
+            buf.withUnsafeMutableBytes { b in
+                item.withValue { ov in
+                    let first = append ? ov : data
+                    let second = append ? data : ov
+                    if first.count > 0 { b.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: first.count) }
+                    if second.count > 0 {
+                        (b.baseAddress! + first.count).copyMemory(from: second.baseAddress!, byteCount: second.count)
+                    }
+                }
+            }
+            ok = buf.withUnsafeBytes { bb in
+                putLocked(key, hash: hash, flags: item.flags, deadline: item.exptime, cas: 0, control: control,
+                          valueCount: total, parts: (bb, empty), large: nil, now: now)
+            }
+        }
+        return ok ? .stored : .outOfMemory
+    }
+
+    /// Empties the shard (flush_all): every segment back to the free list, the index cleared.
+    func removeAllLocked() {
+        for t in 0..<WriteTarget.count { active[t] = -1 }
+        small = SegmentQueue()
+        main = SegmentQueue()
+        freeList.removeAll(keepingCapacity: true)
+        for s in 0..<Int32(neverUsed) {
+            let i = Int(s)
+            guard info[i].state != .unmapped else { continue }
+            if info[i].externals > 0 {
+                forEachLiveRecordLocked(s) { r, _ in if r.isExternal { releaseExternalLocked(r) } }
+            }
+            info[i].generation &+= 1
+            info[i].bumpsSinceClean = 0
+            info[i].liveItems = 0
+            info[i].liveBytes = 0
+            info[i].externals = 0
+            info[i].used = 0
+            info[i].maxDeadline = 0
+            info[i].prev = -1
+            info[i].next = -1
+            if s == reserve { continue }
+            pushFreeLocked(s)
+        }
+        slots.update(repeating: 0, count: capacity)
+        count = 0
+        liveBytes = 0
+        segmentBytesUsed = 0
+        tombstones = 0
+        staleEntries = 0
+        earliestDeadline = Int64.max
     }
 }
 

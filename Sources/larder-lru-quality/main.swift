@@ -76,7 +76,7 @@ for i in 0..<requests { trace[i] = Int32(perm[zipf.sample(&rng)]) }
 
 // Size Larder for `fraction` of the keys: 32-byte values, keys "key:<id>".
 let value = [UInt8](repeating: 0x76, count: 32)
-let sampleCharge = Item.charge(keyCount: 10, valueCount: 32)
+let sampleCharge = 54 + 10  // record (header 12, key 10, value 32) + index entry at ~80% load
 let targetItems = Int(Double(keyCount) * fraction)
 let limit = targetItems * (sampleCharge + 22)
 let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: 16), clock: SystemClock())

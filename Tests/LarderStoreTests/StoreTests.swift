@@ -12,7 +12,7 @@ extension Store {
         if case .hit(let item) = bytes(k).withUnsafeBytes({ get($0) }) { return item.withValue { String(decoding: $0, as: UTF8.self) } }
         return nil
     }
-    func item(_ k: String) -> Item? {
+    func item(_ k: String) -> ItemSnapshot? {
         if case .hit(let item) = bytes(k).withUnsafeBytes({ get($0) }) { return item }
         return nil
     }
@@ -197,13 +197,13 @@ struct StoreTests {
         }
         #expect(stored > 500 && oom > 0)
         let c = noEvict.counters()
-        #expect(c.itemBytes + c.indexBytes <= 1 << 20)
+        #expect(c.usedBytes <= 1 << 20)
 
         let evicting = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1), clock: clock)
         for i in 0..<5000 { #expect(evicting.set("k\(i)", value) == .stored) }
         let e = evicting.counters()
         #expect(e.evictions > 0)
-        #expect(e.itemBytes + e.indexBytes <= 1 << 20)
+        #expect(e.usedBytes <= 1 << 20)
         #expect(evicting.value("k4999") == value)
         // An item larger than the whole shard is refused.
         #expect(evicting.set("huge", String(repeating: "y", count: 2 << 20)) == .outOfMemory)
