@@ -74,7 +74,7 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore", .product(name: "Atomics", package: "swift-atomics")], swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["LarderServer"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

@@ -176,11 +176,15 @@ final class Shard: @unchecked Sendable {
         capacity = Shard.initialIndexCapacity
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: 0, count: capacity)
+        // One 2-byte fingerprint per 128 bytes of the share: about as many as the items a full
+        // shard holds, as S3-FIFO sizes its ghost queue. Mapped, not allocated, so that its
+        // pages become resident only once evictions write to them.
         var g = 256
         while g < limit / 128 { g *= 2 }
         ghostMask = g - 1
-        ghost = .allocate(capacity: g)
-        ghost.initialize(repeating: 0, count: g)
+        let gp = mmap(nil, g * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(gp != MAP_FAILED && gp != nil, "mmap of the ghost filter failed: errno \(errno)")
+        ghost = gp!.bindMemory(to: UInt16.self, capacity: g)
     }
 
     deinit {
@@ -192,7 +196,7 @@ final class Shard: @unchecked Sendable {
         info.deallocate()
         active.deallocate()
         slots.deallocate()
-        ghost.deallocate()
+        munmap(ghost, (ghostMask + 1) * 2)
     }
 
     /// Everything this shard uses against its limit.
