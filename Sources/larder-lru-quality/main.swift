@@ -1,129 +1,78 @@
-// LRU-quality benchmark: replays one Zipf-distributed trace against Larder's store (GCLOCK
-// eviction under read locks) and against an exact LRU holding the same number of items, and
-// prints both hit ratios. Usage: larder-lru-quality [requests] [keys] [skew] [cache-fraction]
+// Eviction-quality benchmark: replays a trace of key ids (a file of little-endian UInt32, one
+// per request) against Larder's store — get, and set on a miss — and prints, as one JSON
+// line, the hit ratio after a warm-up and the average number of items the store held while
+// it was measured. scripts/lru-quality gives libCacheSim's policies that same number of items
+// on the same trace, so the policies are compared at equal item count.
+//
+// Usage: larder-lru-quality TRACE ITEMS [SHARDS] [VALUE-SIZE]
+//   ITEMS       items the store should hold (its memory limit is sized for about that many)
 import BenchSupport
 import LarderStore
-
-/// Exact LRU over integer keys: a hash map to nodes of a doubly linked list in arrays.
-struct ExactLRU {
-    let capacity: Int
-    var index: [Int: Int32] = [:]
-    var keys: [Int]
-    var prev: [Int32]
-    var next: [Int32]
-    var head: Int32 = -1  // most recent
-    var tail: Int32 = -1  // least recent
-    var used: Int32 = 0
-
-    init(capacity: Int) {
-        self.capacity = capacity
-        keys = [Int](repeating: 0, count: capacity)
-        prev = [Int32](repeating: -1, count: capacity)
-        next = [Int32](repeating: -1, count: capacity)
-        index.reserveCapacity(capacity)
-    }
-
-    mutating func unlink(_ n: Int32) {
-        let p = prev[Int(n)], x = next[Int(n)]
-        if p >= 0 { next[Int(p)] = x } else { head = x }
-        if x >= 0 { prev[Int(x)] = p } else { tail = p }
-    }
-    mutating func pushFront(_ n: Int32) {
-        prev[Int(n)] = -1
-        next[Int(n)] = head
-        if head >= 0 { prev[Int(head)] = n }
-        head = n
-        if tail < 0 { tail = n }
-    }
-    /// Returns true on a hit; on a miss inserts the key, evicting the least recent.
-    mutating func access(_ key: Int) -> Bool {
-        if let n = index[key] {
-            unlink(n)
-            pushFront(n)
-            return true
-        }
-        var n: Int32
-        if Int(used) < capacity {
-            n = used
-            used += 1
-        } else {
-            n = tail
-            unlink(n)
-            index.removeValue(forKey: keys[Int(n)])
-        }
-        keys[Int(n)] = key
-        index[key] = n
-        pushFront(n)
-        return false
-    }
-}
+#if canImport(Glibc)
+import Glibc
+#endif
 
 let args = CommandLine.arguments
-let requests = args.count > 1 ? Int(args[1])! : 10_000_000
-let keyCount = args.count > 2 ? Int(args[2])! : 1_000_000
-let skew = args.count > 3 ? Double(args[3])! : 0.99
-let fraction = args.count > 4 ? Double(args[4])! : 0.10
-let warmup = requests / 10
+guard args.count >= 3, let targetItems = Int(args[2]) else {
+    print("usage: larder-lru-quality TRACE ITEMS [SHARDS] [VALUE-SIZE]")
+    exit(64)
+}
+let shards = args.count > 3 ? Int(args[3]) ?? 16 : 16
+let valueSize = args.count > 4 ? Int(args[4]) ?? 32 : 32
 
-print("trace: \(requests) requests, Zipf(\(skew)) over \(keyCount) keys, cache ~\(Int(fraction * 100))% of keys, first \(warmup) requests warm up")
-let zipf = Zipf(n: keyCount, s: skew)
-var rng = SplitMix(state: 42)
-// Rank -> key id through a fixed permutation, so popularity is unrelated to key text.
-var perm = Array(0..<keyCount)
-perm.shuffle(using: &rng)
-var trace = [Int32](repeating: 0, count: requests)
-for i in 0..<requests { trace[i] = Int32(perm[zipf.sample(&rng)]) }
+guard let f = fopen(args[1], "rb") else {
+    print("cannot open \(args[1])")
+    exit(66)
+}
+fseek(f, 0, SEEK_END)
+let requests = ftell(f) / 4
+fseek(f, 0, SEEK_SET)
+var trace = [UInt32](repeating: 0, count: requests)
+_ = trace.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, f) }
+fclose(f)
 
-// Size Larder for `fraction` of the keys: 32-byte values, keys "key:<id>".
-let value = [UInt8](repeating: 0x76, count: 32)
-let sampleCharge = 54 + 10  // record (header 12, key 10, value 32) + index entry at ~80% load
-let targetItems = Int(Double(keyCount) * fraction)
-let limit = targetItems * (sampleCharge + 22)
-let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: 16), clock: SystemClock())
-
-@inline(__always) func keyBytes(_ id: Int32, _ body: (UnsafeRawBufferPointer) -> Void) {
+/// Keys "key:<id>" as 10 bytes; ids above 999,999 (one-hit wonders) keep their last digits
+/// unique by using 12 bytes.
+@inline(__always) func keyBytes(_ id: UInt32, _ body: (UnsafeRawBufferPointer) -> Void) {
     var buf: (UInt64, UInt64) = (0, 0)
     withUnsafeMutableBytes(of: &buf) { b in
         b[0] = 0x6B; b[1] = 0x65; b[2] = 0x79; b[3] = 0x3A  // "key:"
-        var x = UInt32(id)
-        for i in 0..<6 { b[4 + i] = 0x30 + UInt8(x % 10); x /= 10 }
-        body(UnsafeRawBufferPointer(rebasing: b[0..<10]))
+        var x = id
+        for i in 0..<10 { b[4 + i] = 0x30 + UInt8(x % 10); x /= 10 }
+        body(UnsafeRawBufferPointer(rebasing: b[0..<14]))
     }
 }
 
-var larderHits = 0
+// Size the store for `targetItems`: a record is 12 + 14 + value bytes, plus ~10 bytes of index,
+// plus the ghost filter and one reserve segment per shard.
+let perItem = 12 + 14 + valueSize + 10
+let limit = targetItems * perItem * 105 / 100 + shards * 8192
+let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: shards), clock: SystemClock())
+let value = [UInt8](repeating: 0x76, count: valueSize)
+let warmup = requests / 10
+var hits = 0
 var counted = 0
+var heldSum = 0
+var heldSamples = 0
 value.withUnsafeBytes { vb in
-    for (i, id) in trace.enumerated() {
-        keyBytes(id) { k in
-            let hit: Bool
-            if case .hit = store.get(k) { hit = true } else { hit = false }
+    for i in 0..<requests {
+        keyBytes(trace[i]) { k in
+            var hit = false
+            if case .hit = store.read(k, { _ in }) { hit = true }
             if !hit { _ = store.store(.set, key: k, flags: 0, exptime: 0, value: vb) }
             if i >= warmup {
                 counted += 1
-                if hit { larderHits += 1 }
+                if hit { hits += 1 }
+                if i % 10_000 == 0 {
+                    heldSum += store.counters().currItems
+                    heldSamples += 1
+                }
             }
         }
     }
 }
-let held = store.counters().currItems
-var lru = ExactLRU(capacity: held)
-var lruHits = 0
-for (i, id) in trace.enumerated() {
-    let hit = lru.access(Int(id))
-    if i >= warmup && hit { lruHits += 1 }
-}
-let lh = Double(larderHits) / Double(counted) * 100
-let eh = Double(lruHits) / Double(counted) * 100
-func f(_ x: Double) -> String {
-    let hundredths = Int((abs(x) * 100).rounded())
-    return (x < 0 ? "-" : "") + String(hundredths).withDecimal
-}
-extension String {
-    var withDecimal: String {
-        let s = self.count < 3 ? String(repeating: "0", count: 3 - self.count) + self : self
-        return String(s.dropLast(2)) + "." + String(s.suffix(2))
-    }
-}
-print("items held: \(held) (\(f(Double(held) / Double(keyCount) * 100))% of keys)")
-print("hit ratio  larder (GCLOCK): \(f(lh))%   exact LRU: \(f(eh))%   difference: \(f(lh - eh)) points")
+let c = store.counters()
+let ratio = Double(hits) / Double(max(1, counted))
+print("{\"hit_ratio\": \(ratio), \"items_avg\": \(heldSum / max(1, heldSamples)), \"items_end\": \(c.currItems), "
+      + "\"memory_limit\": \(limit), \"segment_size\": \(store.segmentSize), \"evictions\": \(c.evictions), "
+      + "\"copied_forward\": \(c.copiedForward), \"requests\": \(requests), \"warmup\": \(warmup)}")
