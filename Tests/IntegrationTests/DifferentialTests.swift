@@ -82,6 +82,12 @@ private let cases: [(String, [UInt8])] = {
     c.append(("over -I", b("set i 0 0 1048576\r\n") + [UInt8](repeating: 0x61, count: 1_048_576) + b("\r\nget j\r\n")))
     c.append(("way over -I", b("set i 0 0 3000000\r\n") + [UInt8](repeating: 0x61, count: 3_000_000) + b("\r\nget i\r\n")))
     c.append(("too-large set removes the old value", b("set z 0 0 1\r\nx\r\nset z 0 0 3000000\r\n") + [UInt8](repeating: 0x61, count: 3_000_002) + b("get z\r\n")))
+    // append/prepend may not grow an item past -I: NOT_STORED, the item unchanged.
+    let half = [UInt8](repeating: 0x62, count: 600_000)
+    c.append(("append past -I", b("set p 0 0 600000\r\n") + half + b("\r\nappend p 0 0 600000\r\n") + half
+        + b("\r\nprepend p 0 0 600000\r\n") + half + b("\r\nappend p 0 0 1\r\nz\r\nget q\r\n")))
+    c.append(("append up to -I", b("set p 0 0 524000\r\n") + half[0..<524_000] + b("\r\nappend p 0 0 524000\r\n")
+        + half[0..<524_000] + b("\r\nappend p 0 0 1\r\nz\r\nappend p 0 0 1\r\nz\r\nget q\r\n")))
     c.append(("too-large add keeps it", b("set z 0 0 1\r\nx\r\nadd z 0 0 3000000\r\n") + [UInt8](repeating: 0x61, count: 3_000_002) + b("get z\r\n")))
     return c
 }()

@@ -209,6 +209,50 @@ struct MemoryTests {
         }
     }
 
+    @Test("small values whose segments are evicted while a slow client is being sent them arrive intact")
+    func slowReaderOfSmallValues() throws {
+        let s = try ServerProcess.larder(["-t", "2", "-m", "8"])
+        defer { s.stop() }
+        func value(_ k: Int, _ gen: Int) -> [UInt8] {
+            (0..<2000).map { UInt8(truncatingIfNeeded: 97 + ($0 &* 31 &+ k &* 7 &+ gen) % 26) }
+        }
+        let writer = try TestClient(port: s.port)
+        var batch: [UInt8] = []
+        for k in 0..<300 { batch += Array("set s\(k) 0 0 2000 noreply\r\n".utf8) + value(k, 0) + Array("\r\n".utf8) }
+        try writer.send(batch)
+        _ = try writer.request("version\r\n")
+        // The slow client asks for every value 6 times (3.6 MB of replies, under the 4 MB at
+        // which the server stops reading from a client, so all are answered at once) and
+        // reads a little.
+        let slow = try TestClient(port: s.port, receiveBuffer: 4096)
+        var gets = ""
+        for r in 0..<6 { for k in 0..<300 { gets += "get s\((k + r) % 300)\r\n" } }
+        try slow.send(gets)
+        let first = try slow.read(count: 1000)
+        usleep(200_000)
+        // Meanwhile 20 MB of new items go through the 8 MB store: every segment that held the
+        // originals is evicted and reused, and the originals are overwritten too.
+        for round in 0..<8 {
+            batch = []
+            for k in 0..<1000 { batch += Array("set f\(round)-\(k) 0 0 2000 noreply\r\n".utf8) + value(k, 1) + Array("\r\n".utf8) }
+            for k in 0..<300 { batch += Array("set s\(k) 0 0 2000 noreply\r\n".utf8) + value(k, round + 1) + Array("\r\n".utf8) }
+            try writer.send(batch)
+        }
+        _ = try writer.request("version\r\n")
+        #expect(Int(try stats(port: s.port)["evictions"]!)! > 4000)
+        var expected: [UInt8] = []
+        for r in 0..<6 {
+            for k in 0..<300 {
+                let key = (k + r) % 300
+                expected += Array("VALUE s\(key) 0 2000\r\n".utf8) + value(key, 0) + Array("\r\nEND\r\n".utf8)
+            }
+        }
+        let rest = try slow.read(count: expected.count - 1000, timeout: 30)
+        let all = first + rest
+        #expect(all.count == expected.count)
+        #expect(all == expected, "a reply differs from the value the key held when it was asked for")
+    }
+
     @Test("writing 10x the limit keeps the store within it and evicts, counting evictions")
     func limitHolds() throws {
         let s = try ServerProcess.larder(["-t", "2", "-m", "8"])

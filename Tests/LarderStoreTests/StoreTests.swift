@@ -198,6 +198,14 @@ struct StoreTests {
         #expect(stored > 500 && oom > 0)
         let c = noEvict.counters()
         #expect(c.usedBytes <= 1 << 20)
+        // A set refused for memory unlinks the old value (memcached's rule): nobody reads a
+        // value its writer tried to replace. Other modes leave it.
+        #expect(noEvict.value("k0") == value)
+        #expect(noEvict.set("k0", String(repeating: "n", count: 9000)) == .outOfMemory)
+        #expect(noEvict.value("k0") == nil)
+        #expect(noEvict.value("k1") == value)
+        #expect(noEvict.set("k1", String(repeating: "n", count: 9000), .replace) == .outOfMemory)
+        #expect(noEvict.value("k1") == value)
 
         let evicting = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1), clock: clock)
         for i in 0..<5000 { #expect(evicting.set("k\(i)", value) == .stored) }
