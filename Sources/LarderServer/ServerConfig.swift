@@ -4,7 +4,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Yams
 
 /// Everything the server needs to start.
 public struct ServerConfig: Sendable, Equatable {
@@ -109,25 +108,43 @@ public struct ServerConfig: Sendable, Equatable {
         }
     }
 
-    /// Loads a YAML config file into `self` (keys are the setting names).
+    /// Loads a config file into `self`: `setting: value` lines (the YAML subset
+    /// Config/larder.yml uses), `#` comments and blank lines. Anything else — an unknown or
+    /// repeated setting, a nested value, a line without a colon — is refused naming the file,
+    /// the line and the setting.
     public mutating func applyFile(_ path: String) throws(ConfigError) {
         guard let text = readTextFile(path) else {
-            throw ConfigError(setting: "config", source: path, message: "cannot read the file")
+            throw ConfigError(setting: "config", source: path, message: "cannot read the file (or it is not a file)")
         }
-        let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch {
-            throw ConfigError(setting: "config", source: path, message: "not valid YAML: \(error)")
-        }
-        guard let node else { return }  // empty file: nothing set
-        guard let map = node.mapping else {
-            throw ConfigError(setting: "config", source: path, message: "expected a mapping of setting: value")
-        }
-        for (k, v) in map {
-            guard let key = k.string else { continue }
-            guard let scalar = v.scalar else {
-                throw ConfigError(setting: key, source: path, message: "expected a single value")
+        var seen: [String: Int] = [:]
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let where_ = "\(path), line \(n + 1)"
+            var line = Substring(raw)
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let trimmed = String(line).trimmingCharacters(in: " \t\r")
+            if trimmed.isEmpty || trimmed == "---" { continue }
+            if line.first == " " || line.first == "\t" {
+                throw ConfigError(setting: "config", source: where_, message: "expected 'setting: value' at the start of the line")
             }
-            try apply(key, scalar.string, source: path)
+            guard let colon = trimmed.firstIndex(of: ":") else {
+                throw ConfigError(setting: "config", source: where_, message: "expected 'setting: value'")
+            }
+            let key = String(trimmed[..<colon]).trimmingCharacters(in: " \t")
+            var value = String(trimmed[trimmed.index(after: colon)...]).trimmingCharacters(in: " \t")
+            if value.count >= 2, let q = value.first, q == "\"" || q == "'", value.last == q {
+                value = String(value.dropFirst().dropLast())
+            }
+            guard ServerConfig.settingNames.contains(key) else {
+                throw ConfigError(setting: key, source: where_, message: "unknown setting")
+            }
+            if let first = seen[key] {
+                throw ConfigError(setting: key, source: where_, message: "set twice (first on line \(first))")
+            }
+            seen[key] = n + 1
+            if value.isEmpty {
+                throw ConfigError(setting: key, source: where_, message: "expected a single value")
+            }
+            try apply(key, value, source: where_)
         }
     }
 
@@ -190,7 +207,10 @@ func isValidAddress(_ s: String) -> Bool {
     return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
 }
 
+/// The text of a regular file, or nil (missing, unreadable, a directory).
 func readTextFile(_ path: String) -> String? {
+    var st = stat()
+    guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
     guard let f = fopen(path, "r") else { return nil }
     defer { fclose(f) }
     var bytes: [UInt8] = []
