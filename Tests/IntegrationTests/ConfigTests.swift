@@ -53,4 +53,26 @@ struct ConfigTests {
         #expect(status > 0)
         #expect(text.contains("threads") && text.contains(file))
     }
+
+    @Test("config file entries that are repeated, unknown, nested, or a directory as the file, are refused with the line",
+          arguments: [
+        ("threads: 1\nport: 0\nthreads: 2\n", "set twice (first on line 1)", "line 3"),
+        ("# c\nmemory-limt: 64\n", "unknown setting", "line 2"),
+        ("listen:\n  - 127.0.0.1\n", "expected", "line 1"),
+        ("just words\n", "expected 'setting: value'", "line 1"),
+    ])
+    func badFileShapes(text: String, message: String, line: String) throws {
+        let file = try writeConfig(text)
+        defer { unlink(file) }
+        let (status, out) = try runLarderExpectingExit(["--config", file])
+        #expect(status > 0)
+        #expect(out.contains(message) && out.contains(line), "stderr was: \(out)")
+    }
+
+    @Test("a directory given as the config file is refused")
+    func directoryAsFile() throws {
+        let (status, out) = try runLarderExpectingExit(["--config", NSTemporaryDirectory()])
+        #expect(status > 0)
+        #expect(out.contains("cannot read the file"), "stderr was: \(out)")
+    }
 }
