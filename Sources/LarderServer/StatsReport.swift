@@ -25,7 +25,7 @@ enum StatsReport {
             }
         case .slabs:
             let c = context.store.counters()
-            lines = [("active_slabs", "0"), ("total_malloced", "\(c.itemBytes + c.indexBytes)")]
+            lines = [("active_slabs", "0"), ("total_malloced", "\(c.usedBytes)")]
         case .conns:
             let now = context.store.clock.now()
             for info in context.openConnections() {
@@ -107,6 +107,15 @@ enum StatsReport {
             ("evictions", "\(c.evictions)"),
             ("reclaimed", "\(c.reclaimed)"),
             ("stale_slots", "\(ctx.staleSlots(c))"),
+            ("memory_used", "\(c.usedBytes)"),
+            ("segment_size", "\(ctx.store.segmentSize)"),
+            ("segment_bytes", "\(c.segmentBytes)"),
+            ("segment_bytes_written", "\(c.segmentBytesWritten)"),
+            ("segment_bytes_live", "\(c.liveSegmentBytes)"),
+            ("large_value_bytes", "\(c.externalBytes)"),
+            ("copied_forward", "\(c.copiedForward)"),
+            ("segments_evicted", "\(c.segmentsEvicted)"),
+            ("segments_expired", "\(c.segmentsExpired)"),
         ]
     }
 
