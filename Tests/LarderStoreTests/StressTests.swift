@@ -6,18 +6,17 @@ import Testing
 
 @Suite("stress")
 struct StressTests {
-    @Test("invariants hold under eviction, expiry and sweeping")
-    func mixed() async {
+    @Test("invariants hold under eviction, expiry and sweeping (6 real threads, seeded)")
+    func mixed() {
         let clock = ManualClock()
         let limit = 1 << 20
         let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: 4), clock: clock)
         let threads = 6
         let ops = 20_000
         let keys = 800
-        await withTaskGroup(of: Void.self) { group in
-            for t in 0..<threads {
-                group.addTask {
-                    var rng = SystemRandomNumberGenerator()
+        let seed = UInt64(0x57E5_5000)
+        onThreads(threads) { t in
+                    var rng = SplitMix(seed: seed &+ UInt64(t))
                     for i in 0..<ops {
                         let k = "key\(Int.random(in: 0..<keys, using: &rng))"
                         switch Int.random(in: 0..<100, using: &rng) {
@@ -45,8 +44,6 @@ struct StressTests {
                             #expect(c.usedBytes <= limit)
                         }
                     }
-                }
-            }
         }
         var sum = 0
         var n = 0
