@@ -1,20 +1,27 @@
 // Starting a named pthread for a closure, without Foundation.
+import CLibevent
 #if canImport(Glibc)
 import Glibc
 #endif
 
 private final class ThreadBody {
+    let name: String
     let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
+    init(_ name: String, _ run: @escaping () -> Void) {
+        self.name = name
+        self.run = run
+    }
 }
 
-/// Starts a joinable thread running `body`; returns its handle for `pthread_join`.
+/// Starts a joinable thread named `name` (15 bytes at most show) running `body`; returns its
+/// handle for `pthread_join`.
 func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t {
     var tid = pthread_t()
-    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    let box = Unmanaged.passRetained(ThreadBody(name, body)).toOpaque()
     let rc = pthread_create(&tid, nil, { arg in
         // Takes back the +1 reference passed to pthread_create: released when this returns.
         let b = Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue()
+        b.name.withCString { larder_name_thread($0) }
         b.run()
         return nil
     }, box)

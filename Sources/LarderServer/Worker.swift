@@ -42,7 +42,7 @@ final class Worker: @unchecked Sendable {
     }
 
     func start() {
-        thread = startThread(name: "larder-w\(id)") { [self] in
+        thread = startThread(name: "larder-worker-\(id)") { [self] in
             event_base_loop(base, Int32(EVLOOP_NO_EXIT_ON_EMPTY))
         }
     }

@@ -139,6 +139,19 @@ struct ServerTests {
         #expect(try c.readToEOF(timeout: 2).isEmpty)
     }
 
+    @Test("threads are named for top -H and crash reports")
+    func threadNames() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let pid = s.process.processIdentifier
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        let names = Set(tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8) }
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        for n in ["larder-worker-0", "larder-worker-1", "larder-sweeper"] {  // tests run without metrics
+            #expect(names.contains(n), "threads: \(names.sorted())")
+        }
+    }
+
     @Test("quit closes only that connection")
     func quit() throws {
         let s = try ServerProcess.larder(["-t", "1"])
