@@ -23,7 +23,6 @@ public final class ManualClock: StoreClock {
     public init(_ start: Int64 = 1_700_000_000) { current = ManagedAtomic(start) }
     public func now() -> Int64 { current.load(ordering: .relaxed) }
     public func advance(by seconds: Int64) { current.wrappingIncrement(by: seconds, ordering: .relaxed) }
-    public func set(_ t: Int64) { current.store(t, ordering: .relaxed) }
 }
 
 /// memcached's exptime rules, turned into an absolute deadline: 0 never expires (returns 0),

@@ -154,7 +154,9 @@ struct ParserTests {
         #expect(parseAllWays(bytes, limits: limits) == ["too-large set big", "get [big]"])
         // The boundary follows memcached's accounting: 48 + 8 + key + 1 + value + 2.
         let fits = 1024 - (48 + 8 + 1 + 1 + 2)
-        #expect(parseAllWays("set k 0 0 \(fits)\r\n" + String(repeating: "b", count: fits) + "\r\n", limits: limits).count == 1)
+        let value = String(repeating: "b", count: fits)
+        #expect(parseAllWays("set k 0 0 \(fits)\r\n" + value + "\r\n", limits: limits)
+            == ["set k flags=0 exp=0 cas=0 data=\(value.debugDescription)"])
         #expect(parseAllWays("set k 0 0 \(fits + 1)\r\n" + String(repeating: "b", count: fits + 1) + "\r\n", limits: limits) == ["too-large set k"])
     }
 
