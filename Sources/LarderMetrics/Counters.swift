@@ -1,7 +1,9 @@
 // Per-worker counters. Each worker thread owns one block and is its only writer, so an
 // increment is a relaxed load and store (a plain add, no locked instruction, no shared cache
 // line); a scrape or `stats` on another thread sums the blocks with relaxed loads. Counts are
-// exact: no increment is lost, because no two threads ever write the same counter.
+// exact: no increment is lost, because no two threads ever write the same counter — not even
+// `stats reset`, which only records a baseline (under a lock of its own) that `stats`
+// subtracts; the counts themselves only ever grow, so /metrics never jumps back.
 // Measured against swift-prometheus 2.4.1 on this machine (20M increments per thread):
 // its Counter.increment costs 3.3-3.7 ns and Histogram.record 42 ns (1 thread) / 103 ns
 // (2 threads, it takes a lock), against ~0.2 ns for a single-writer counter here; so Larder
@@ -61,9 +63,13 @@ public enum CommandStatus: Int, CaseIterable, Sendable {
 
 /// One worker's counters.
 public final class CounterBlock: @unchecked Sendable {
-    // @unchecked Sendable: the storage is only accessed through atomic loads and stores; one
-    // thread (the owning worker) writes, any thread may read.
+    // @unchecked Sendable: `storage` is only accessed through atomic loads and stores; one
+    // thread (the owning worker) writes it, any thread may read. `baseline` is written only
+    // by `reset`, under `resetLock`, and read through atomic loads.
     private let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    /// Each counter's value at the last `stats reset`.
+    private let baseline: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private let resetLock = ManagedAtomic<Bool>(false)
     private static let general = Counter.allCases.count
     private static let statuses = CommandStatus.allCases.count
     private static let commandBase = general
@@ -77,6 +83,8 @@ public final class CounterBlock: @unchecked Sendable {
     public init() {
         storage = .allocate(capacity: CounterBlock.count)
         storage.initialize(repeating: .init(0), count: CounterBlock.count)
+        baseline = .allocate(capacity: CounterBlock.count)
+        baseline.initialize(repeating: .init(0), count: CounterBlock.count)
         latency = LatencyGroup.allCases.map { _ in LatencyHistogram() }
         latencyFast = .allocate(capacity: latency.count)
         for (i, h) in latency.enumerated() { (latencyFast + i).initialize(to: .passUnretained(h)) }
@@ -100,12 +108,14 @@ public final class CounterBlock: @unchecked Sendable {
         a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
     }
 
+    /// The count since the process started (for /metrics: monotonic).
     public func get(_ c: CommandFamily, _ s: CommandStatus) -> UInt64 {
         UnsafeAtomic<UInt64>(at: storage + CounterBlock.commandIndex(c, s)).load(ordering: .relaxed)
     }
 
     deinit {
         storage.deallocate()
+        baseline.deallocate()
         latencyFast.deallocate()
     }
 
@@ -116,17 +126,27 @@ public final class CounterBlock: @unchecked Sendable {
         a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
     }
 
+    /// The count since the process started (for /metrics: monotonic).
     @inline(__always)
     public func get(_ c: Counter) -> UInt64 {
         UnsafeAtomic<UInt64>(at: storage + c.rawValue).load(ordering: .relaxed)
     }
 
-    /// Zeroes every counter (`stats reset`). Racy by nature against the owner's increments,
-    /// as memcached's reset is; a lost increment here is one that happened "before" the reset.
+    /// The count since the last `stats reset` (for `stats`).
+    public func sinceReset(_ c: Counter) -> UInt64 {
+        get(c) &- UnsafeAtomic<UInt64>(at: baseline + c.rawValue).load(ordering: .relaxed)
+    }
+
+    /// `stats reset`: every counter's current value becomes its baseline. The owner's counts
+    /// are never written, so an increment racing the reset is counted either before or after
+    /// it, never lost and never undone.
     public func reset() {
+        while !resetLock.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {}
         for i in 0..<CounterBlock.count {
-            UnsafeAtomic<UInt64>(at: storage + i).store(0, ordering: .relaxed)
+            let v = UnsafeAtomic<UInt64>(at: storage + i).load(ordering: .relaxed)
+            UnsafeAtomic<UInt64>(at: baseline + i).store(v, ordering: .relaxed)
         }
+        resetLock.store(false, ordering: .releasing)
     }
 }
 
@@ -136,5 +156,13 @@ public final class ConnectionCounters: Sendable {
     public let current = ManagedAtomic<Int>(0)
     public let total = ManagedAtomic<UInt64>(0)
     public let rejected = ManagedAtomic<UInt64>(0)
+    /// `total` and `rejected` at the last `stats reset` (`stats` subtracts them).
+    public let totalBaseline = ManagedAtomic<UInt64>(0)
+    public let rejectedBaseline = ManagedAtomic<UInt64>(0)
     public init() {}
+
+    public func reset() {
+        totalBaseline.store(total.load(ordering: .relaxed), ordering: .relaxed)
+        rejectedBaseline.store(rejected.load(ordering: .relaxed), ordering: .relaxed)
+    }
 }

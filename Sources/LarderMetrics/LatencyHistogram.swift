@@ -69,8 +69,4 @@ public final class LatencyHistogram: @unchecked Sendable {
         let sum = UnsafeAtomic<UInt64>(at: storage + LatencyHistogram.slots - 1).load(ordering: .relaxed)
         return (buckets, Double(sum) / 1e9)
     }
-
-    public func reset() {
-        for i in 0..<LatencyHistogram.slots { UnsafeAtomic<UInt64>(at: storage + i).store(0, ordering: .relaxed) }
-    }
 }

@@ -37,10 +37,10 @@ public final class ServerContext: Sendable {
         verbosity.store(config.verbosity, ordering: .relaxed)
     }
 
-    /// Sum of one counter over all workers.
+    /// Sum of one counter over all workers since the last `stats reset` (what `stats` shows).
     public func total(_ c: Counter) -> UInt64 {
         var t: UInt64 = 0
-        for b in workerCounters { t &+= b.get(c) }
+        for b in workerCounters { t &+= b.sinceReset(c) }
         return t
     }
 

@@ -34,12 +34,9 @@ enum StatsReport {
                 lines.append(("\(info.fd):secs_since_open", "\(now - info.openedAt)"))
             }
         case .reset:
-            for b in context.workerCounters {
-                b.reset()
-                for h in b.latency { h.reset() }
-            }
-            context.connections.total.store(0, ordering: .relaxed)
-            context.connections.rejected.store(0, ordering: .relaxed)
+            // A baseline for `stats`; /metrics keeps counting (Prometheus counters only grow).
+            for b in context.workerCounters { b.reset() }
+            context.connections.reset()
             ReplyEncoder.append(.reset, to: out)
             return
         case .detail:
@@ -72,8 +69,8 @@ enum StatsReport {
             ("rusage_system", tv(ru.ru_stime)),
             ("max_connections", "\(ctx.config.maxConnections)"),
             ("curr_connections", "\(conns.current.load(ordering: .relaxed))"),
-            ("total_connections", "\(conns.total.load(ordering: .relaxed))"),
-            ("rejected_connections", "\(conns.rejected.load(ordering: .relaxed))"),
+            ("total_connections", "\(conns.total.load(ordering: .relaxed) &- conns.totalBaseline.load(ordering: .relaxed))"),
+            ("rejected_connections", "\(conns.rejected.load(ordering: .relaxed) &- conns.rejectedBaseline.load(ordering: .relaxed))"),
             ("cmd_get", n(.cmdGet)),
             ("cmd_set", n(.cmdSet)),
             ("cmd_flush", n(.cmdFlush)),

@@ -82,4 +82,42 @@ struct MetricsTests {
         #expect(metric(page, "larder_items") == Double(st["curr_items"]!))
         #expect(metric(page, #"larder_commands_total{command="set",status="stored"}"#) == Double(st["cmd_set"]!))
     }
+
+    @Test("stats reset under load: /metrics keeps every count, stats counts exactly from the reset")
+    func resetUnderLoad() async throws {
+        let mport = freePort()
+        let s = try ServerProcess.larder(["-t", "2"], metricsPort: mport)
+        defer { s.stop() }
+        let port = s.port
+        let perConn = 3000
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for conn in 0..<4 {
+                group.addTask {
+                    let c = try TestClient(port: port)
+                    for round in 0..<6 {
+                        var req = ""
+                        for i in 0..<(perConn / 6) { req += "set r\(conn)-\(round)-\(i) 0 0 1 noreply\r\nx\r\n" }
+                        try c.send(req)
+                        _ = try c.request("version\r\n")
+                    }
+                }
+            }
+            group.addTask {
+                let c = try TestClient(port: port)
+                for _ in 0..<200 { #expect(try c.request("stats reset\r\n") == "RESET\r\n") }
+            }
+            try await group.waitForAll()
+        }
+        let page = try httpGet(port: mport, path: "/metrics").body
+        #expect(metric(page, #"larder_commands_total{command="set",status="stored"}"#) == Double(4 * perConn))
+        let c = try TestClient(port: port)
+        #expect(try c.request("stats reset\r\n") == "RESET\r\n")
+        var req = ""
+        for i in 0..<123 { req += "set after\(i) 0 0 1 noreply\r\nx\r\n" }
+        try c.send(req)
+        _ = try c.request("version\r\n")
+        #expect(try stats(port: port)["cmd_set"] == "123")
+        let after = try httpGet(port: mport, path: "/metrics").body
+        #expect(metric(after, #"larder_commands_total{command="set",status="stored"}"#) == Double(4 * perConn + 123))
+    }
 }
