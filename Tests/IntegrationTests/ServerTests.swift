@@ -144,9 +144,17 @@ struct ServerTests {
         let s = try ServerProcess.larder(["-t", "2"])
         defer { s.stop() }
         let pid = s.process.processIdentifier
-        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
-        let names = Set(tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8) }
-            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        let wanted: Set<String> = ["larder-worker-0", "larder-worker-1", "larder-sweeper"]
+        // The port answers before every thread has started: poll, with a deadline.
+        var names: Set<String> = []
+        let deadline = Date().addingTimeInterval(10)
+        repeat {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            names = Set(tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8) }
+                .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+            if names.isSuperset(of: wanted) { break }
+            usleep(50_000)
+        } while Date() < deadline
         for n in ["larder-worker-0", "larder-worker-1", "larder-sweeper"] {  // tests run without metrics
             #expect(names.contains(n), "threads: \(names.sorted())")
         }
