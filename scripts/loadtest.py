@@ -9,6 +9,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+from netutil import free_port  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LARDER = os.path.join(ROOT, ".build", "release", "larder")
 BENCH = os.path.join(ROOT, ".build", "release", "larder-bench")
@@ -25,14 +28,6 @@ WORKLOADS = [
     ("D", "Zipf 0.99 over 1M keys, -m 32 (evicting), 1:10, 100 conns", 32,
      ["--value-size", "100", "--keys", "1000000", "--distribution", "zipf", "--ratio", "1:10", "--connections", "100", "--pipeline", "1"]),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_port(port, proc, timeout=10):

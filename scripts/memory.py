@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
-from conftest import free_port  # noqa: E402
+from netutil import free_port  # noqa: E402
 
 
 def rss_kb(pid):

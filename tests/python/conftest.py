@@ -9,16 +9,9 @@ import time
 
 import pytest
 
+from netutil import free_port  # noqa: F401  (tests import it from here)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    """A port nothing listens on right now (for servers that need one chosen up front)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def larder_binary():
