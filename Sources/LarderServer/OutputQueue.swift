@@ -97,7 +97,7 @@ struct OutputQueue {
                     case .text(let s, let e):
                         iov[n] = iovec(iov_base: tbase + s + skip, iov_len: e - s - skip)
                     case .large(let value, let count):
-                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: value.value.baseAddress! + skip),
+                        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: value.prefix(count).baseAddress! + skip),
                                        iov_len: count - skip)
                     }
                     n += 1

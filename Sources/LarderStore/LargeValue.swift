@@ -34,8 +34,14 @@ public final class LargeValue: @unchecked Sendable {
 
     deinit { base.deallocate() }
 
-    /// The value bytes.
+    /// The value bytes. Lock held (an append in place may change `count`).
     public var value: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// The first `n` bytes, for a reader that saw `count >= n` under the lock: safe without
+    /// it, since bytes below a published count never change (and `count` is not read).
+    public func prefix(_ n: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: base, count: n)
+    }
 
     /// Appends in place if there is room. Write lock held; readers that took the value earlier
     /// read only bytes below the count they saw, which this does not touch.

@@ -73,7 +73,7 @@ public struct FoundItem {
     public func withValue<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
         switch value {
         case .inline(let b): return try body(b)
-        case .external(let v, let n): return try body(UnsafeRawBufferPointer(rebasing: v.value[0..<n]))
+        case .external(let v, let n): return try body(v.prefix(n))
         }
     }
 }

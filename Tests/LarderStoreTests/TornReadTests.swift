@@ -88,7 +88,7 @@ struct TornReadTests {
                 }
             }
             // Large values kept past the lock are still intact after all that overwriting.
-            for (k, lv, n) in kept where !isIntact(UnsafeRawBufferPointer(rebasing: lv.value[0..<n]), key: k) { bad.wrappingIncrement(ordering: .relaxed) }
+            for (k, lv, n) in kept where !isIntact(lv.prefix(n), key: k) { bad.wrappingIncrement(ordering: .relaxed) }
         }
         let c = store.counters()
         #expect(bad.load(ordering: .relaxed) == 0, "seed \(seed)")
@@ -123,7 +123,7 @@ struct TornReadTests {
         #expect(store.value("log") == expected)
         // A reader's view is the prefix it saw, never changed by later appends.
         for (lv, n) in snapshots {
-            #expect(String(decoding: lv.value[0..<n], as: UTF8.self) == String(expected.prefix(n)))
+            #expect(String(decoding: lv.prefix(n), as: UTF8.self) == String(expected.prefix(n)))
         }
         #expect(snapshots.count == 5)
         // Appending in place reused the buffer: one large value throughout most appends.
