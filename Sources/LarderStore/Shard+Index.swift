@@ -154,7 +154,7 @@ extension Shard {
         for i in 0..<oldCap {
             let e = old[i]
             if e <= Shard.tombstone || isStale(e) { continue }
-            let h = KeyHash.hash(record(of: e).key)
+            let h = keyHash(record(of: e).key)
             var j = home(h, capacity: newCapacity)
             while fresh[j] != Shard.empty {
                 j += 1

@@ -337,7 +337,7 @@ extension Shard {
             let f = r.frequency
             let expired = r.exptime != 0 && r.exptime <= now
             if !expired && (compact || f > 0) {
-                let h = KeyHash.hash(r.key)
+                let h = keyHash(r.key)
                 let tag = Shard.tag(h)
                 let old = Shard.entry(tag: tag, generation: oldGeneration, segment: v, offset: off)
                 guard let slot = slotOfEntryLocked(old, hash: h) else {
@@ -360,7 +360,7 @@ extension Shard {
             } else {
                 evictions &+= 1
                 if !r.wasFetched { evictedUnfetched &+= 1 }
-                if fromSmall { ghostInsertLocked(KeyHash.hash(r.key)) }
+                if fromSmall { ghostInsertLocked(keyHash(r.key)) }
             }
             if r.isExternal { releaseExternalLocked(r) }
             liveBytes -= size

@@ -100,6 +100,8 @@ final class Shard: @unchecked Sendable {
     /// external values together.
     let limit: Int
     let evictionDisabled: Bool
+    /// The store's key-hash seed and secrets (eviction and index rebuilds rehash keys).
+    let hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)
 
     // MARK: Segments
     /// The mapping: `maxSegments` segments, touched (and so resident) only once written.
@@ -134,6 +136,9 @@ final class Shard: @unchecked Sendable {
     /// Entries naming an emptied segment, not yet cleaned.
     @exclusivity(unchecked) var staleEntries = 0
     @exclusivity(unchecked) var cleanCursor = 0
+    /// Writes so far: a shard with none since the sweeper's last pass is idle, and its stale
+    /// entries are cleaned whatever their density.
+    @exclusivity(unchecked) var writes: UInt64 = 0
 
     // MARK: Ghost filter (S3-FIFO's ghost queue, as fingerprints)
     let ghost: UnsafeMutablePointer<UInt16>
@@ -158,8 +163,10 @@ final class Shard: @unchecked Sendable {
 
     static let initialIndexCapacity = 64
 
-    init(index: Int, shardBits: Int, limit: Int, geometry: SegmentGeometry, evictionDisabled: Bool) {
+    init(index: Int, shardBits: Int, limit: Int, geometry: SegmentGeometry, evictionDisabled: Bool,
+         hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)) {
         self.limit = limit
+        self.hashSeeds = hashSeeds
         self.geometry = geometry
         self.evictionDisabled = evictionDisabled
         casShift = UInt64(shardBits)
@@ -211,6 +218,12 @@ final class Shard: @unchecked Sendable {
     func nextCasLocked() -> UInt64 {
         casCounter &+= 1
         return (casCounter << casShift) | casTag
+    }
+
+    /// The key hash, as the store computes it.
+    @inline(__always)
+    func keyHash(_ key: UnsafeRawBufferPointer) -> UInt64 {
+        KeyHash.hash(key, seed: hashSeeds.seed, s0: hashSeeds.secret0, s1: hashSeeds.secret1)
     }
 
     @inline(__always)

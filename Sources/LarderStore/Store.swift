@@ -19,13 +19,17 @@ public struct StoreConfig: Sendable {
     /// `-I`: the largest item, counted as memcached counts it (see `itemTotalSize`). Append
     /// and prepend past it are refused.
     public var maxItemSize: Int
+    /// The key hash's seed and secrets; nil (the default) uses the process's random ones.
+    /// Tests set them so that a run replays exactly.
+    public var hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)?
 
     public init(memoryLimit: Int = 64 << 20, shardCount: Int = 16, evictionDisabled: Bool = false,
-                maxItemSize: Int = 1 << 20) {
+                maxItemSize: Int = 1 << 20, hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)? = nil) {
         self.memoryLimit = memoryLimit
         self.shardCount = shardCount
         self.evictionDisabled = evictionDisabled
         self.maxItemSize = maxItemSize
+        self.hashSeeds = hashSeeds
     }
 
     /// memcached's size of an item against `-I` (the same sum the parser uses for `set`).
@@ -164,6 +168,8 @@ public final class Store: Sendable {
     let geometry: SegmentGeometry
     /// Deadline of a delayed `flush_all` (Unix seconds), 0 when none is pending.
     private let pendingFlush = ManagedAtomic<Int64>(0)
+    /// Each shard's write count as the sweeper last saw it (the sweeper's own memory).
+    private let writesSeen: [ManagedAtomic<UInt64>]
 
     public init(config: StoreConfig = StoreConfig(), clock: any StoreClock = SystemClock()) {
         var n = 1
@@ -178,9 +184,13 @@ public final class Store: Sendable {
         let perShard = config.memoryLimit / n
         let g = SegmentGeometry(shardLimit: perShard)
         geometry = g
+        let seeds = config.hashSeeds ?? (KeyHash.seed, KeyHash.secret0, KeyHash.secret1)
+        (seed, secret0, secret1) = seeds
         shards = (0..<n).map {
-            Shard(index: $0, shardBits: bits, limit: perShard, geometry: g, evictionDisabled: config.evictionDisabled)
+            Shard(index: $0, shardBits: bits, limit: perShard, geometry: g, evictionDisabled: config.evictionDisabled,
+                  hashSeeds: seeds)
         }
+        writesSeen = (0..<n).map { _ in ManagedAtomic<UInt64>(UInt64.max) }
     }
 
     public var shardCount: Int { shards.count }
@@ -191,10 +201,16 @@ public final class Store: Sendable {
     /// Values longer than this live in their own buffer rather than in a segment.
     public var inlineLimit: Int { geometry.inlineLimit }
 
-    /// The per-process seeded hash of a key (see KeyHash.swift).
+    /// The key hash (KeyHash.swift) with the seeds copied into the store: reading KeyHash's lazily
+    /// initialised globals costs a `swift_once` check each (~50 instructions on Linux), three
+    /// per request on the hot path.
+    private let seed: UInt64
+    private let secret0: UInt64
+    private let secret1: UInt64
+
     @inline(__always)
-    public static func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
-        KeyHash.hash(key)
+    private func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
+        KeyHash.hash(key, seed: seed, s0: secret0, s1: secret1)
     }
 
     @inline(__always)
@@ -228,7 +244,7 @@ public final class Store: Sendable {
     @inline(__always)
     public func read(_ key: UnsafeRawBufferPointer, _ body: (borrowing FoundItem) -> Void) -> ReadStatus {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         let status: ReadStatus = s.lock.withReadLock {
             guard let (_, r) = s.findLocked(key, hash: h) else { return .miss }
@@ -254,7 +270,7 @@ public final class Store: Sendable {
     public func readAndTouch(_ key: UnsafeRawBufferPointer, exptime: Int32,
                              _ body: (borrowing FoundItem) -> Void) -> ReadStatus {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
             guard let (slot, r) = s.findLocked(key, hash: h) else { return .miss }
@@ -308,7 +324,7 @@ public final class Store: Sendable {
     public func store(_ mode: StoreOperation, key: UnsafeRawBufferPointer, flags: UInt32, exptime: Int32,
                       value: UnsafeRawBufferPointer, casUnique: UInt64 = 0) -> StoreOutcome {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         let deadline = absoluteExpiry(exptime, now: t)
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -359,7 +375,7 @@ public final class Store: Sendable {
     /// (an expired item is removed as well).
     public func delete(_ key: UnsafeRawBufferPointer) -> DeleteOutcome {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
             guard let (slot, r) = s.findLocked(key, hash: h) else { return .notFound }
@@ -373,7 +389,7 @@ public final class Store: Sendable {
     /// `touch`. Returns true if the item exists.
     public func touch(_ key: UnsafeRawBufferPointer, exptime: Int32) -> Bool {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
             guard let (slot, r) = s.findLocked(key, hash: h) else { return false }
@@ -392,7 +408,7 @@ public final class Store: Sendable {
     /// is written in its place padded with spaces (memcached's in-place update).
     public func arithmetic(_ key: UnsafeRawBufferPointer, incr: Bool, delta: UInt64) -> ArithmeticOutcome {
         let t = now()
-        let h = Store.hash(key)
+        let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
             guard let (slot, old) = s.findLocked(key, hash: h) else { return .notFound }
@@ -452,13 +468,27 @@ public final class Store: Sendable {
         let t = now()
         var visited = 0
         var reclaimed = 0
-        for s in shards {
-            let due = s.lock.withReadLock { t >= s.earliestDeadline || s.staleEntries > 0 }
+        for (i, s) in shards.enumerated() {
+            // Stale entries are cleaned by the sweeper when they are dense (finding them is then
+            // cheap) or when the shard has gone quiet; under a steady stream of writes, inserts
+            // reuse them on their probe paths, and scanning the table for them would cost more
+            // than the evictions that made them.
+            let seen = writesSeen[i]
+            let (due, writes): (Bool, UInt64) = s.lock.withReadLock {
+                let clean = s.staleEntries > 0
+                    && (s.staleEntries * 16 >= s.capacity || s.writes == seen.load(ordering: .relaxed))
+                return (t >= s.earliestDeadline || clean, s.writes)
+            }
+            let quiet = writes == seen.load(ordering: .relaxed)
+            seen.store(writes, ordering: .relaxed)
             guard due else { continue }
             let r: (Int, Int) = s.lock.withWriteLock {
                 let before = s.reclaimed
                 let segments = s.reclaimExpiredLocked(now: t, limit: 16)
-                let cleaned = s.cleanStaleLocked(budget: budgetPerShard)
+                var cleaned = 0
+                if quiet || s.staleEntries * 16 >= s.capacity {
+                    cleaned = s.cleanStaleLocked(budget: budgetPerShard)
+                }
                 return (segments + cleaned, Int(s.reclaimed &- before))
             }
             visited += r.0
@@ -494,6 +524,42 @@ public final class Store: Sendable {
             }
         }
         return c
+    }
+
+    /// Recounts every shard's index and segments and compares with its running counts; returns
+    /// the differences found (empty when consistent). For tests: O(everything).
+    public func audit() -> [String] {
+        var problems: [String] = []
+        for (n, s) in shards.enumerated() {
+            s.lock.withReadLock {
+                var live = 0, stale = 0, tombs = 0
+                for i in 0..<s.capacity {
+                    let e = s.slots[i]
+                    if e == Shard.tombstone { tombs += 1 } else if e != Shard.empty {
+                        if s.isStale(e) { stale += 1 } else { live += 1 }
+                    }
+                }
+                var liveRecords = 0, liveBytes = 0, written = 0
+                for seg in 0..<Int(s.neverUsed) {
+                    let st = s.info[seg].state
+                    guard st == .small || st == .main || st == .active else { continue }
+                    written += Int(s.info[seg].used)
+                    var segLive = 0
+                    s.forEachLiveRecordLocked(Int32(seg)) { r, _ in segLive += 1; liveBytes += r.size }
+                    if segLive != Int(s.info[seg].liveItems) {
+                        problems.append("shard \(n) segment \(seg): \(segLive) live records, counted \(s.info[seg].liveItems)")
+                    }
+                    liveRecords += segLive
+                }
+                if live != s.count { problems.append("shard \(n): \(live) live entries, count \(s.count)") }
+                if liveRecords != s.count { problems.append("shard \(n): \(liveRecords) live records, count \(s.count)") }
+                if stale != s.staleEntries { problems.append("shard \(n): \(stale) stale entries, counted \(s.staleEntries)") }
+                if tombs != s.tombstones { problems.append("shard \(n): \(tombs) tombstones, counted \(s.tombstones)") }
+                if liveBytes != s.liveBytes { problems.append("shard \(n): \(liveBytes) live bytes, counted \(s.liveBytes)") }
+                if written != s.segmentBytesUsed { problems.append("shard \(n): \(written) bytes written, counted \(s.segmentBytesUsed)") }
+            }
+        }
+        return problems
     }
 
     /// Walks every live item of every shard (one shard lock at a time); for invariant checks.
@@ -545,6 +611,7 @@ extension Shard {
         count += 1
         liveBytes += size
         totalItems &+= 1
+        writes &+= 1
         let e = Shard.entry(tag: Shard.tag(hash), generation: info[Int(seg)].generation, segment: seg, offset: off)
         if found >= 0 {
             let old = slots[found]
@@ -558,6 +625,7 @@ extension Shard {
 
     /// Removes the live record in `slot`.
     func removeLocked(slot: Int, record r: Record) {
+        writes &+= 1
         let seg = Shard.segment(of: slots[slot])
         vacateLocked(slot)
         killRecordLocked(r, in: seg)

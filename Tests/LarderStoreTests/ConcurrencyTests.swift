@@ -12,7 +12,7 @@ import Glibc
 struct ConcurrencyTests {
     @Test("8 threads mixing set/get/delete/incr on one shard end with exact values")
     func hammerOneShard() {
-        let store = Store(config: StoreConfig(memoryLimit: 64 << 20, shardCount: 1))
+        let store = Store(config: StoreConfig(memoryLimit: 64 << 20, shardCount: 1, hashSeeds: testSeeds))
         let threads = 8
         let rounds = 5000
         _ = store.set("counter", "0")
@@ -59,7 +59,7 @@ struct ConcurrencyTests {
 
     @Test("concurrent appends are never lost")
     func appends() {
-        let store = Store(config: StoreConfig(memoryLimit: 64 << 20, shardCount: 2))
+        let store = Store(config: StoreConfig(memoryLimit: 64 << 20, shardCount: 2, hashSeeds: testSeeds))
         _ = store.set("log", "")
         onThreads(6) { _ in
             for _ in 0..<1000 { #expect(store.set("log", "x", .append) == .stored) }

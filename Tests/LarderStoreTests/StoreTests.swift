@@ -4,6 +4,12 @@ import Testing
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
+/// Fixed hash seeds for every test store, so a run replays exactly (the server's are random).
+let testSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64) = {
+    var g = SplitMix(seed: 2026)
+    return (g.next() | 1, KeyHash.makeSecret(using: &g), KeyHash.makeSecret(using: &g))
+}()
+
 extension Store {
     func set(_ k: String, _ v: String, flags: UInt32 = 0, exptime: Int32 = 0, _ op: StoreOperation = .set, cas: UInt64 = 0) -> StoreOutcome {
         bytes(k).withUnsafeBytes { kb in bytes(v).withUnsafeBytes { vb in store(op, key: kb, flags: flags, exptime: exptime, value: vb, casUnique: cas) } }
@@ -24,7 +30,7 @@ extension Store {
 @Suite("store")
 struct StoreTests {
     let clock = ManualClock(1_700_000_000)
-    var store: Store { Store(config: StoreConfig(memoryLimit: 8 << 20, shardCount: 4), clock: clock) }
+    var store: Store { Store(config: StoreConfig(memoryLimit: 8 << 20, shardCount: 4, hashSeeds: testSeeds), clock: clock) }
 
     @Test("set, get, overwrite, delete")
     func basics() {
@@ -184,7 +190,7 @@ struct StoreTests {
 
     @Test("with eviction disabled a full store answers out of memory; with it, it evicts")
     func fullStore() {
-        let noEvict = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1, evictionDisabled: true), clock: clock)
+        let noEvict = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1, evictionDisabled: true, hashSeeds: testSeeds), clock: clock)
         let value = String(repeating: "x", count: 1000)
         var stored = 0
         var oom = 0
@@ -207,7 +213,7 @@ struct StoreTests {
         #expect(noEvict.set("k1", String(repeating: "n", count: 9000), .replace) == .outOfMemory)
         #expect(noEvict.value("k1") == value)
 
-        let evicting = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1), clock: clock)
+        let evicting = Store(config: StoreConfig(memoryLimit: 1 << 20, shardCount: 1, hashSeeds: testSeeds), clock: clock)
         for i in 0..<5000 { #expect(evicting.set("k\(i)", value) == .stored) }
         let e = evicting.counters()
         #expect(e.evictions > 0)

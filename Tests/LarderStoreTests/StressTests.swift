@@ -10,7 +10,7 @@ struct StressTests {
     func mixed() {
         let clock = ManualClock()
         let limit = 1 << 20
-        let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: 4), clock: clock)
+        let store = Store(config: StoreConfig(memoryLimit: limit, shardCount: 4, hashSeeds: testSeeds), clock: clock)
         let threads = 6
         let ops = 20_000
         let keys = 800
@@ -45,6 +45,7 @@ struct StressTests {
                         }
                     }
         }
+        #expect(store.audit() == [])
         var sum = 0
         var n = 0
         store.forEachItem { sum += $0.charge; n += 1 }
@@ -57,6 +58,7 @@ struct StressTests {
         clock.advance(by: 10)
         while store.sweep(budgetPerShard: 64).visited > 0 {}
         let after = store.counters()
+        #expect(store.audit() == [])
         #expect(after.staleSlots == 0)
         // Timed items left in segments shared with untimed ones (touch, copy-forward) wait for
         // eviction, but none can be read.
