@@ -160,6 +160,14 @@ struct ParserTests {
         #expect(parseAllWays("set k 0 0 \(fits + 1)\r\n" + String(repeating: "b", count: fits + 1) + "\r\n", limits: limits) == ["too-large set k"])
     }
 
+    @Test("a multi-get line without newline may grow to maxMultigetLine bytes, not one more")
+    func multigetLineLimit() {
+        let limits = ProtocolLimits(maxItemSize: 1024, maxMultigetLine: 4096)
+        let at = Array("get ".utf8) + [UInt8](repeating: 0x6B, count: 4096 - 4)
+        #expect(run([at], limits: limits) == [])
+        #expect(run([at + [0x6B]], limits: limits) == ["CLOSE"])
+    }
+
     @Test("a long line without newline closes unless it is a multi-get")
     func longLines() {
         #expect(run([[UInt8](repeating: 0x78, count: 2049)]) == ["CLOSE"])
