@@ -136,5 +136,12 @@ public final class ConnectionCounters: Sendable {
     public let current = ManagedAtomic<Int>(0)
     public let total = ManagedAtomic<UInt64>(0)
     public let rejected = ManagedAtomic<UInt64>(0)
+    /// Times accepting was paused because the process ran out of descriptors (EMFILE/ENFILE),
+    /// memcached's `listen_disabled_num`.
+    public let listenDisabled = ManagedAtomic<UInt64>(0)
+    /// Whether the cache port is accepting now (memcached's `accepting_conns`).
+    public let accepting = ManagedAtomic<Bool>(true)
+    /// Connections to the metrics port refused by its own connection limit.
+    public let metricsRejected = ManagedAtomic<UInt64>(0)
     public init() {}
 }
