@@ -279,7 +279,9 @@ final class Connection {
                         Libevent.add(e)
                         writeArmed = true
                     }
-                    if out.queuedBytes > Connection.outputHighWater {
+                    // Reading stopped because replies reached the limit (the rest of them
+                    // is in the socket's buffers), and the client is not taking them.
+                    if (readPaused && !closeAfterWrite) || pendingGet != nil {
                         if stalledSince == 0 { stalledSince = monotonicNanos() }
                     } else {
                         stalledSince = 0

@@ -38,10 +38,16 @@ struct ConfigTests {
         (["-I", "1x"], [:], "max-item-size"),
         ([], ["LARDER_THREADS": "0"], "LARDER_THREADS"),
         (["--shards", "3"], [:], "shards"),
+        (["-I", "9999999999999m"], [:], "max-item-size"),
+        (["-m", "99999999999999999"], [:], "memory-limit"),
+        (["-m", "1", "-I", "1m"], [:], "max-item-size"),
+        (["--config", "/tmp"], [:], "config"),
+        (["--client-memory", "-1"], [:], "client-memory"),
+        (["--output-timeout", "soon"], [:], "output-timeout"),
     ])
     func badSetting(args: [String], env: [String: String], mentions: String) throws {
         let (status, text) = try runLarderExpectingExit(args, env: env)
-        #expect(status > 0)
+        #expect(status == 64)  // EX_USAGE, for every refused setting
         #expect(text.contains(mentions), "stderr was: \(text)")
     }
 
@@ -50,7 +56,16 @@ struct ConfigTests {
         let file = try writeConfig("threads: many\n")
         defer { unlink(file) }
         let (status, text) = try runLarderExpectingExit(["--config", file])
-        #expect(status > 0)
+        #expect(status == 64)
         #expect(text.contains("threads") && text.contains(file))
+    }
+
+    @Test("a setting given twice in the config file is refused, naming it")
+    func duplicateKey() throws {
+        let file = try writeConfig("memory-limit: 32\nthreads: 1\nmemory-limit: 48\n")
+        defer { unlink(file) }
+        let (status, text) = try runLarderExpectingExit(["--config", file])
+        #expect(status == 64)
+        #expect(text.contains("memory-limit") && text.contains("more than once"), "stderr was: \(text)")
     }
 }
