@@ -580,6 +580,11 @@ def test_graceful_shutdown_delivers_every_queued_reply():
             sent += s.send(batch[sent:])
         except BlockingIOError:
             time.sleep(0.01)
+    # Replies are queued once the first of them reaches us (requests the server has not
+    # read yet when the signal arrives get no reply: they were never in flight).
+    import select
+    assert select.select([s], [], [], 10)[0], "no reply before the deadline"
+    time.sleep(0.3)
     srv.proc.send_signal(signal.SIGTERM)
     s.setblocking(True)
     s.settimeout(10)
