@@ -183,25 +183,28 @@ final class Connection {
     }
 
     /// Runs the paused multi-get if any, then every complete request in the buffer, until
-    /// the input runs out, the output reaches its limit, or the connection is to close.
-    /// Never writes to the socket itself: the caller flushes.
+    /// the input runs out, the output stays at its limit (the socket takes no more), or the
+    /// connection is to close. The caller flushes what is left.
     private func processInput() {
-        if let p = pendingGet {
-            let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
-            if case .paused(let k) = dispatcher.resumeGet(p.cmd, in: buf, from: p.nextKey, out: &out) {
-                pendingGet!.nextKey = k
-                return
-            }
-            start += p.consumed
-            pendingGet = nil
-        }
         // Latency is chained: each command is timed from the end of the previous one (or the
         // start of this batch) to its reply being queued, so it costs one clock read, not two.
         let timed = dispatcher.timed
         let nanosPerTick = Ticks.nanosPerTick
         let counters = dispatcher.counters
         var stamp: UInt64 = timed ? Ticks.now(nanosPerTick) : 0
-        while start < end && !closeAfterWrite {
+        while !closed {
+            if let p = pendingGet {
+                let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
+                if case .paused(let k) = dispatcher.resumeGet(p.cmd, in: buf, from: p.nextKey, out: &out) {
+                    pendingGet!.nextKey = k
+                    if writeInline() { continue }
+                    pauseReading()
+                    return
+                }
+                start += p.consumed
+                pendingGet = nil
+            }
+            guard start < end && !closeAfterWrite else { break }
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
@@ -221,14 +224,16 @@ final class Connection {
                     pauseReading()
                     return
                 case .paused(let k):
-                    // Replies reached the output limit mid-get: wait for the client to read.
+                    // Replies reached the output limit mid-get: send what the socket takes
+                    // and go on, or wait for the client to read.
                     pendingGet = (cmd, consumed, k)
+                    if writeInline() { continue }
                     pauseReading()
                     return
                 }
-                if out.queuedBytes > Connection.outputHighWater {
-                    // Stop here; the caller writes, and reading resumes once the client took it.
-                    pauseReading()
+                if out.queuedBytes > Connection.outputHighWater && !writeInline() {
+                    // The client is not reading: stop here; reading resumes once it has.
+                    if !closed { pauseReading() }
                     return
                 }
             case .skipped(let count):
@@ -241,10 +246,22 @@ final class Connection {
                 return
             }
         }
-        if start == end {
+        if start == end && pendingGet == nil {
             start = 0
             end = 0
         }
+    }
+
+    /// Writes what the socket takes now, from inside a batch; true if the queue is back under
+    /// the output limit (closes the connection on a write error and returns false).
+    private func writeInline() -> Bool {
+        let (result, written) = out.flush(fd: fd)
+        if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
+        if result == .failed {
+            close()
+            return false
+        }
+        return out.queuedBytes <= Connection.outputHighWater
     }
 
     private func pauseReading() {
