@@ -15,6 +15,8 @@
 #include <event2/http.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/bufferevent.h>  /* the metrics endpoint counts its connections' bufferevents */
+#include <event2/listener.h>     /* the metrics endpoint's own listener (EMFILE back-off) */
 
 /* CPU timestamp counter, for per-command latency: about 25 cycles against ~60-100 for
    clock_gettime through the vDSO. Larder calibrates it against CLOCK_MONOTONIC at start and

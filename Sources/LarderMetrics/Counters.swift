@@ -159,6 +159,13 @@ public final class ConnectionCounters: Sendable {
     /// `total` and `rejected` at the last `stats reset` (`stats` subtracts them).
     public let totalBaseline = ManagedAtomic<UInt64>(0)
     public let rejectedBaseline = ManagedAtomic<UInt64>(0)
+    /// Times accepting was paused because the process ran out of descriptors (EMFILE/ENFILE),
+    /// memcached's `listen_disabled_num`.
+    public let listenDisabled = ManagedAtomic<UInt64>(0)
+    /// Whether the cache port is accepting now (memcached's `accepting_conns`).
+    public let accepting = ManagedAtomic<Bool>(true)
+    /// Connections to the metrics port refused by its own connection limit.
+    public let metricsRejected = ManagedAtomic<UInt64>(0)
     public init() {}
 
     public func reset() {

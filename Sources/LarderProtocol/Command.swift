@@ -71,6 +71,10 @@ public struct KeyList: Sendable, Equatable, Sequence {
 
     public var count: Int { one == nil ? many.count : 1 }
 
+    /// The `i`th key (a multi-get resumed part-way starts from an index, not from the top).
+    @inline(__always)
+    public subscript(i: Int) -> Range<Int> { one ?? many[i] }
+
     public struct Iterator: IteratorProtocol {
         var one: Range<Int>?
         var many: IndexingIterator<[Range<Int>]>

@@ -2,7 +2,12 @@
 // the socket has, parses and executes every complete request in the buffer, and writes all
 // the replies of that batch with one writev. EV_WRITE is armed only while output is stuck
 // (memcached's way: no epoll_ctl per reply). A large value is read straight into a buffer
-// sized once from the announced length, so assembling it copies each byte once.
+// sized once from the announced length, so assembling it copies each byte once. What the
+// connection holds (input buffer, queued replies and the values they pin, its state) is
+// charged to the client-memory budget whenever it changes; a multi-get whose replies reach
+// the output limit is paused mid-way and resumed once the client has read; a graceful close
+// shuts down the sending side and drains unread input so the kernel does not reset the
+// connection and destroy replies still queued.
 import CLibevent
 import LarderProtocol
 import LarderMetrics
@@ -30,6 +35,14 @@ final class Connection {
     private var writeArmed = false
     /// Close once the output has drained (quit, peer EOF, shutdown, unrecoverable input).
     private var closeAfterWrite = false
+    /// Shut down the sending side and drain input before closing (graceful closes only).
+    private var lingerOnClose = false
+    /// Sending side shut down; reading only to discard until EOF, a byte cap or a timeout.
+    private var lingering = false
+    private var lingerDiscarded = 0
+    /// A multi-get paused at the output limit: the request (its ranges point into the input
+    /// at `start`, which is not advanced until it completes), its length, and the next key.
+    private var pendingGet: (cmd: Command, consumed: Int, nextKey: Int)?
     private(set) var closed = false
     /// What `stats conns` shows; the registry holds it weakly, so it goes with the connection.
     var info: ConnectionInfo?
@@ -37,6 +50,10 @@ final class Connection {
     private let tracksIdleness: Bool
     /// When the client last sent anything (for --idle-timeout).
     private(set) var lastActivity: UInt64 = monotonicNanos()
+    /// Since when the replies have sat at the output limit unread (0: they do not).
+    private(set) var stalledSince: UInt64 = 0
+    /// Bytes this connection is charged against the client-memory budget right now.
+    private(set) var charged = 0
     /// True when no reply is waiting to be written.
     var outputDrained: Bool { out.isEmpty }
 
@@ -47,8 +64,16 @@ final class Connection {
     /// connection).
     static let keptInputCapacity = 256 * 1024
     /// Stop reading from a client while this much output waits for it to read (a client that
-    /// pipelines requests and never reads must not make the server buffer without bound).
+    /// pipelines requests and never reads must not make the server buffer without bound); a
+    /// multi-get is paused mid-way at this size too.
     static let outputHighWater = 4 * 1024 * 1024
+    /// What a connection holds besides its buffers: this object, the parser's token array,
+    /// the iovec array (1 KB), two libevent events, the `stats conns` record.
+    static let fixedBytes = 3 * 1024
+    /// Graceful close: how long and how much unread input is drained after shutdown(SHUT_WR)
+    /// before the descriptor is closed anyway.
+    static let lingerSeconds = 2.0
+    static let lingerMaxBytes = 1 << 20
 
     init(fd: Int32, worker: Worker) {
         self.fd = fd
@@ -77,13 +102,33 @@ final class Connection {
             return false
         }
         Libevent.add(readEvent!)
+        updateCharge()
         return true
+    }
+
+    // MARK: - Client-memory budget
+
+    /// Re-computes what the connection holds and charges the difference to the worker's
+    /// slot. Runs once per read or write event; when nothing changed (the usual case for
+    /// small requests) it is a few loads and a compare.
+    @inline(__always)
+    private func updateCharge() {
+        let now = closed ? 0 : capacity + out.heldBytes + Connection.fixedBytes
+        let delta = now - charged
+        if delta == 0 { return }
+        charged = now
+        worker.context.clientMemory.add(worker: worker.id, delta)
+        if delta > 0 && now > ClientMemory.protectedBytes { worker.checkClientMemory() }
     }
 
     // MARK: - Reading
 
-    func onReadable() {
+    func onReadable(timedOut: Bool = false) {
         if closed { return }
+        if lingering {
+            discardInput(timedOut: timedOut)
+            return
+        }
         ensureSpace()
         let n = read(fd, input + end, capacity - end)
         if n == 0 {
@@ -131,9 +176,15 @@ final class Connection {
             input.deallocate()
             input = bigger
             capacity = newCap
+            // Charge a grown buffer before filling it, so a crowd of connections each
+            // announcing a large value is seen as it builds up.
+            updateCharge()
         }
     }
 
+    /// Runs the paused multi-get if any, then every complete request in the buffer, until
+    /// the input runs out, the output stays at its limit (the socket takes no more), or the
+    /// connection is to close. The caller flushes what is left.
     private func processInput() {
         // Latency is chained: each command is timed from the end of the previous one (or the
         // start of this batch) to its reply being queued, so it costs one clock read, not two.
@@ -141,7 +192,19 @@ final class Connection {
         let nanosPerTick = Ticks.nanosPerTick
         let counters = dispatcher.counters
         var stamp: UInt64 = timed ? Ticks.now(nanosPerTick) : 0
-        while start < end && !closeAfterWrite {
+        while !closed {
+            if let p = pendingGet {
+                let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
+                if case .paused(let k) = dispatcher.resumeGet(p.cmd, in: buf, from: p.nextKey, out: &out) {
+                    pendingGet!.nextKey = k
+                    if writeInline() { continue }
+                    pauseReading()
+                    return
+                }
+                start += p.consumed
+                pendingGet = nil
+            }
+            guard start < end && !closeAfterWrite else { break }
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
@@ -151,19 +214,27 @@ final class Connection {
                     counters.observe(group, nanoseconds: Ticks.nanoseconds(now &- stamp, nanosPerTick))
                     stamp = now
                 }
-                start += consumed
-                if next == .close {
+                switch next {
+                case .proceed:
+                    start += consumed
+                case .close:
+                    start += consumed
                     closeAfterWrite = true
+                    lingerOnClose = true
+                    pauseReading()
+                    return
+                case .paused(let k):
+                    // Replies reached the output limit mid-get: send what the socket takes
+                    // and go on, or wait for the client to read.
+                    pendingGet = (cmd, consumed, k)
+                    if writeInline() { continue }
                     pauseReading()
                     return
                 }
-                if out.queuedBytes > Connection.outputHighWater {
-                    // Send what we have; if the client is not reading, stop reading from it.
-                    flush()
-                    if out.queuedBytes > Connection.outputHighWater {
-                        pauseReading()
-                        return
-                    }
+                if out.queuedBytes > Connection.outputHighWater && !writeInline() {
+                    // The client is not reading: stop here; reading resumes once it has.
+                    if !closed { pauseReading() }
+                    return
                 }
             case .skipped(let count):
                 start += count
@@ -175,25 +246,28 @@ final class Connection {
                 return
             }
         }
-        if start == end {
+        if start == end && pendingGet == nil {
             start = 0
             end = 0
         }
+    }
+
+    /// Writes what the socket takes now, from inside a batch; true if the queue is back under
+    /// the output limit (closes the connection on a write error and returns false).
+    private func writeInline() -> Bool {
+        let (result, written) = out.flush(fd: fd)
+        if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
+        if result == .failed {
+            close()
+            return false
+        }
+        return out.queuedBytes <= Connection.outputHighWater
     }
 
     private func pauseReading() {
         if !readPaused, let e = readEvent {
             Libevent.del(e)
             readPaused = true
-        }
-    }
-
-    private func resumeReading() {
-        if readPaused && !closeAfterWrite, let e = readEvent {
-            Libevent.add(e)
-            readPaused = false
-            // Requests may already be buffered; run them now rather than waiting for more bytes.
-            processInput()
         }
     }
 
@@ -204,47 +278,119 @@ final class Connection {
         flush()
     }
 
-    /// Writes pending output; arms EV_WRITE only if the socket would block.
+    /// Writes pending output, arming EV_WRITE only if the socket would block. Once the output
+    /// has drained it continues a paused multi-get and the requests already buffered, and
+    /// resumes reading; a loop rather than recursion, however many times the socket takes a
+    /// whole batch at once.
     func flush() {
-        if closed { return }
-        if !out.isEmpty {
-            let (result, written) = out.flush(fd: fd)
-            if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
-            switch result {
-            case .failed:
-                close()
-                return
-            case .blocked:
-                if !writeArmed, let e = writeEvent {
-                    Libevent.add(e)
-                    writeArmed = true
+        while !closed {
+            if !out.isEmpty {
+                let (result, written) = out.flush(fd: fd)
+                if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
+                switch result {
+                case .failed:
+                    close()
+                    return
+                case .blocked:
+                    if !writeArmed, let e = writeEvent {
+                        Libevent.add(e)
+                        writeArmed = true
+                    }
+                    // Reading stopped because replies reached the limit (the rest of them
+                    // is in the socket's buffers), and the client is not taking them.
+                    if (readPaused && !closeAfterWrite) || pendingGet != nil {
+                        if stalledSince == 0 { stalledSince = monotonicNanos() }
+                    } else {
+                        stalledSince = 0
+                    }
+                    updateCharge()
+                    return
+                case .done:
+                    break
                 }
-                return
-            case .done:
-                break
             }
-        }
-        if writeArmed, let e = writeEvent {
-            Libevent.del(e)
-            writeArmed = false
-        }
-        if closeAfterWrite {
-            close()
-            return
-        }
-        if readPaused {
-            resumeReading()
-            if !out.isEmpty { flush() }
+            stalledSince = 0
+            if writeArmed, let e = writeEvent {
+                Libevent.del(e)
+                writeArmed = false
+            }
+            if closeAfterWrite && pendingGet == nil {
+                finishClose()
+                return
+            }
+            if !readPaused {
+                updateCharge()
+                return
+            }
+            // Output drained while paused: continue where processing stopped.
+            processInput()
+            if !readPaused || closed { continue }
+            if pendingGet == nil && !closeAfterWrite && out.queuedBytes <= Connection.outputHighWater,
+               let e = readEvent {
+                Libevent.add(e)
+                readPaused = false
+            }
+            if out.isEmpty && !(closeAfterWrite && pendingGet == nil) {
+                updateCharge()
+                return
+            }
         }
     }
 
-    /// Stops reading and closes once everything queued has been written (graceful shutdown).
+    /// Stops reading and closes once everything queued has been written (graceful shutdown);
+    /// a multi-get in progress is completed first.
     func finishAndClose() {
         closeAfterWrite = true
+        lingerOnClose = true
         pauseReading()
         flush()
     }
 
+    /// All replies are written: close now, or for a graceful close shut down the sending side
+    /// first and drain what the client still sends, so unread input does not make the kernel
+    /// answer with a reset that would destroy replies not yet delivered.
+    private func finishClose() {
+        guard lingerOnClose, let e = readEvent else {
+            close()
+            return
+        }
+        if Glibc.shutdown(fd, Int32(SHUT_WR)) != 0 {
+            close()
+            return
+        }
+        lingering = true
+        lingerStarted = monotonicNanos()
+        // Unread input is discarded through a small stack buffer from here on; the read
+        // event's timeout bounds the wait for the client's EOF.
+        if !readPaused { Libevent.del(e) }
+        readPaused = false
+        Libevent.add(e, timeoutSeconds: Connection.lingerSeconds)
+    }
+
+    /// Reads and drops input after shutdown(SHUT_WR) until EOF, an error, the byte cap or
+    /// the time limit (counted from the shutdown, however the client trickles), then closes.
+    private func discardInput(timedOut: Bool) {
+        if timedOut || monotonicNanos() &- lingerStarted > UInt64(Connection.lingerSeconds * 1e9) {
+            close()
+            return
+        }
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let size = MemoryLayout.size(ofValue: scratch)
+        while lingerDiscarded < Connection.lingerMaxBytes {
+            let n = withUnsafeMutableBytes(of: &scratch) { read(fd, $0.baseAddress, size) }
+            if n > 0 {
+                lingerDiscarded += n
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }  // wait for more or EOF
+            break  // EOF or error
+        }
+        close()
+    }
+    private var lingerStarted: UInt64 = 0
+
+    /// Closes now, whatever is queued (budget reclaim, output timeout, errors).
     func close() {
         if closed { return }
         closed = true
@@ -254,6 +400,8 @@ final class Connection {
         writeEvent = nil
         _ = Glibc.close(fd)
         out = OutputQueue()
+        pendingGet = nil
+        updateCharge()
         info = nil
         worker.connectionClosed(self)
     }
@@ -263,7 +411,7 @@ final class Connection {
 // alive until `close`, which frees both events first so no callback can follow.
 private func connectionReadable(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
     let c = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
-    c.onReadable()
+    c.onReadable(timedOut: Int32(what) & Int32(EV_TIMEOUT) != 0)
 }
 
 private func connectionWritable(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {

@@ -23,7 +23,62 @@ struct Dispatcher {
         self.timed = timed
     }
 
-    enum Next { case proceed, close }
+    enum Next: Equatable {
+        case proceed, close
+        /// A multi-get stopped before key `nextKey` because its replies reached the
+        /// per-connection output limit; `resumeGet` continues it once the client has read.
+        case paused(nextKey: Int)
+    }
+
+    /// Continues a multi-get paused by `.paused(nextKey:)`; `buf` is the same request bytes.
+    func resumeGet(_ cmd: Command, in buf: UnsafeRawBufferPointer, from: Int, out: inout OutputQueue) -> Next {
+        guard case .get(let keys, let withCas, let touch) = cmd else { return .proceed }
+        return runGet(keys, withCas, touch, buf, &out, from: from)
+    }
+
+    /// Looks up keys `from...` of a get, appending a VALUE block per hit and END after the last
+    /// key. Stops early (no END yet) when the queued replies pass the connection's output limit
+    /// and keys remain, so a multi-get never pins more than about the limit plus one item.
+    private func runGet(_ keys: KeyList, _ withCas: Bool, _ touch: Int32?, _ buf: UnsafeRawBufferPointer,
+                        _ out: inout OutputQueue, from: Int) -> Next {
+        let family: CommandFamily = touch == nil ? (withCas ? .gets : .get) : (withCas ? .gats : .gat)
+        let n = keys.count
+        var i = from
+        while i < n {
+            let key = UnsafeRawBufferPointer(rebasing: buf[keys[i]])
+            i += 1
+            let status: ReadStatus
+            // The reply is written inside the read callback, under the shard's read lock: a
+            // value in a segment is copied into the output there.
+            func write(_ item: borrowing FoundItem) {
+                ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
+                                               cas: withCas ? item.cas : nil, to: out.text)
+                out.appendData(of: item)
+            }
+            if let exptime = touch {
+                status = store.readAndTouch(key, exptime: exptime, write)
+                counters.add(.cmdTouch)
+            } else {
+                status = store.read(key, write)
+                counters.add(.cmdGet)
+            }
+            switch status {
+            case .hit:
+                counters.add(touch == nil ? .getHits : .gatHits)
+                counters.add(family, .hit)
+                if i < n && out.queuedBytes > Connection.outputHighWater { return .paused(nextKey: i) }
+            case .miss:
+                counters.add(touch == nil ? .getMisses : .gatMisses)
+                counters.add(family, .miss)
+            case .expired:
+                counters.add(touch == nil ? .getMisses : .gatMisses)
+                counters.add(family, .miss)
+                if touch == nil { counters.add(.getExpired) }
+            }
+        }
+        reply(.end, &out)
+        return .proceed
+    }
 
     /// Runs `cmd`, whose ranges point into `buf`, appending its reply to `out`. Also returns
     /// the command's latency group, computed where the command is matched anyway.
@@ -36,38 +91,7 @@ struct Dispatcher {
     private func run(_ cmd: Command, _ buf: UnsafeRawBufferPointer, _ out: inout OutputQueue) -> Next {
         switch cmd {
         case .get(let keys, let withCas, let touch):
-            let family: CommandFamily = touch == nil ? (withCas ? .gets : .get) : (withCas ? .gats : .gat)
-            for k in keys {
-                let key = UnsafeRawBufferPointer(rebasing: buf[k])
-                let status: ReadStatus
-                // The reply is written inside the read callback, under the shard's read lock:
-                // a value in a segment is copied into the output there.
-                func write(_ item: borrowing FoundItem) {
-                    ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
-                                                   cas: withCas ? item.cas : nil, to: out.text)
-                    out.appendData(of: item)
-                }
-                if let exptime = touch {
-                    status = store.readAndTouch(key, exptime: exptime, write)
-                    counters.add(.cmdTouch)
-                } else {
-                    status = store.read(key, write)
-                    counters.add(.cmdGet)
-                }
-                switch status {
-                case .hit:
-                    counters.add(touch == nil ? .getHits : .gatHits)
-                    counters.add(family, .hit)
-                case .miss:
-                    counters.add(touch == nil ? .getMisses : .gatMisses)
-                    counters.add(family, .miss)
-                case .expired:
-                    counters.add(touch == nil ? .getMisses : .gatMisses)
-                    counters.add(family, .miss)
-                    if touch == nil { counters.add(.getExpired) }
-                }
-            }
-            reply(.end, &out)
+            return runGet(keys, withCas, touch, buf, &out, from: 0)
 
         case .store(let req):
             counters.add(.cmdSet)
@@ -97,6 +121,8 @@ struct Dispatcher {
                 r = .outOfMemory
                 counters.add(.storeNoMemory)
                 counters.add(family, .error)
+                // A set that could not be stored has already unlinked the old value in the
+                // store (memcached's rule), so the client never reads what it tried to replace.
             }
             if !req.noreply { reply(r, &out) }
 

@@ -26,6 +26,8 @@ struct OutputQueue {
     private var committed = 0
     /// Bytes queued and not yet written.
     private(set) var pendingBytes = 0
+    /// Data-block bytes of the items still referenced (pinned) by queued replies.
+    private var pinnedBytes = 0
     /// iovecs for writev, allocated once per connection (not per flush).
     private let iov = IOVecs()
 
@@ -71,8 +73,15 @@ struct OutputQueue {
             commitText()
             segments.append(.large(value, count: count))
             pendingBytes += count
+            pinnedBytes += count
         }
         text.appendCRLF()
+    }
+
+    /// Memory this queue makes the server hold, for the client-memory budget: the reply-text
+    /// buffer (copied values included), the large values its replies pin, and the segment list.
+    var heldBytes: Int {
+        text.capacity + pinnedBytes + segments.capacity * MemoryLayout<Segment>.stride
     }
 
     /// Bytes uncommitted plus pending (for backpressure decisions).
@@ -117,6 +126,7 @@ struct OutputQueue {
         }
         // Everything is out: reset, keeping modest buffers and dropping huge ones.
         segments.removeAll(keepingCapacity: segments.capacity <= 1024)
+        pinnedBytes = 0
         head = 0
         headOffset = 0
         committed = 0
@@ -135,6 +145,7 @@ struct OutputQueue {
             let remaining = size - headOffset
             if left >= remaining {
                 left -= remaining
+                if case .large = segments[head] { pinnedBytes -= size }
                 segments[head] = .text(start: 0, end: 0)  // drop the item reference now
                 head += 1
                 headOffset = 0

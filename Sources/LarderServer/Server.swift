@@ -1,7 +1,9 @@
-// The server: binds the listening socket, starts the workers, accepts connections on the main
-// thread and hands each to a worker round-robin (an even spread, unlike SO_REUSEPORT), enforces
-// the connection limit, and on SIGTERM/SIGINT stops accepting, lets workers send the replies
-// already queued, and returns.
+// The server: fits the descriptor limit to -c, binds the listening socket, starts the
+// workers, accepts connections on the main thread and hands each to a worker round-robin (an
+// even spread, unlike SO_REUSEPORT), enforces the connection limit, pauses accepting for a
+// short back-off when the process runs out of descriptors, logs budget evictions once per
+// interval, ignores SIGHUP, and on SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
+// the replies already queued, and returns.
 import CLibevent
 import LarderMetrics
 import LarderStore
@@ -20,6 +22,18 @@ public final class Server: @unchecked Sendable {
     private var workers: [Worker] = []
     private var acceptEvent: OpaquePointer?
     private var signalEvents: [OpaquePointer] = []
+    /// Re-enables accepting after an EMFILE/ENFILE back-off (timer), or as soon as a worker
+    /// frees a descriptor (activated through `context.acceptorWake`).
+    private var resumeEvent: OpaquePointer?
+    private var housekeepingEvent: OpaquePointer?
+    private var acceptBackoffSeconds = Server.minAcceptBackoff
+    /// When the last "out of descriptors" line was logged (monotonic ns; 0 never).
+    private var lastDescriptorLog: UInt64 = 0
+    private var descriptorPausesSinceLog = 0
+    private var sighupLogged = false
+    private var lastEvictedLogged: UInt64 = 0
+    private var lastTimeoutsLogged: UInt64 = 0
+    private var lastBudgetLog: UInt64 = 0
     private var nextWorker = 0
     private var sweeper: Sweeper?
     private var metrics: MetricsServer?
@@ -29,6 +43,8 @@ public final class Server: @unchecked Sendable {
     public init(config: ServerConfig, logger: Logger, clock: any StoreClock = SystemClock()) throws {
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
+        // Until the event loop handles it, a SIGHUP must not kill the process either.
+        signal(SIGHUP, SIG_IGN)
         // Never give freed heap back to the kernel from inside free(): after a mass expiry or
         // flush, glibc would otherwise trim megabytes with madvise/brk while holding the malloc
         // arena lock, stalling every worker that allocates (measured: get p99.9 1.2 ms -> 35 ms
@@ -41,9 +57,12 @@ public final class Server: @unchecked Sendable {
         sigemptyset(&set)
         sigaddset(&set, SIGTERM)
         sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGUSR1)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try Libevent.enableThreads()
         _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
+        var config = config
+        config.maxConnections = Server.fitDescriptorLimit(config, logger: logger)
         let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
                                               shardCount: Server.effectiveShards(config),
                                               evictionDisabled: config.disableEviction,
@@ -60,13 +79,47 @@ public final class Server: @unchecked Sendable {
         acceptEvent = try Libevent.newEvent(base, fd: listenFD, what: Libevent.read | Libevent.persist, arg: arg,
                                             serverAcceptable)
         if config.metricsPort != 0 {
-            metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort)
+            metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort, logger: logger)
         }
         if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
-        for sig in [SIGTERM, SIGINT] {
+        // SIGUSR1 is memcached's graceful stop; SIGHUP is ignored (nothing is reloadable yet)
+        // rather than killing the process, as it does by default.
+        for sig in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))
         }
+        resumeEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, serverResumeAccepting)
+        context.acceptorWake.event = resumeEvent
+        housekeepingEvent = try Libevent.newEvent(base, fd: -1, what: Libevent.persist, arg: arg, serverHousekeeping)
+        context.clientMemory.attach(workers)
+    }
+
+    /// Descriptors the process needs besides client connections: stdio, the two listeners,
+    /// an epoll descriptor and a wake-up pair per event loop (workers, acceptor, metrics), the
+    /// metrics endpoint's own connections, /proc reads while rendering a scrape, and spare.
+    static func reservedDescriptors(_ config: ServerConfig) -> Int {
+        3 + 2 + 3 * (config.threads + 2) + MetricsServer.maxConnections + 4 + 16
+    }
+
+    /// Raises RLIMIT_NOFILE's soft limit to fit `-c` plus the reserve (as memcached does), up
+    /// to the hard limit; if even that is too small, lowers the effective connection limit and
+    /// says so, naming both numbers. Returns the connection limit to use.
+    static func fitDescriptorLimit(_ config: ServerConfig, logger: Logger) -> Int {
+        let reserve = reservedDescriptors(config)
+        let need = config.maxConnections + reserve
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 else { return config.maxConnections }
+        let infinity = rlim_t.max  // RLIM_INFINITY is all ones; the C macro does not import
+        if lim.rlim_cur != infinity && lim.rlim_cur < rlim_t(need) {
+            var want = lim
+            want.rlim_cur = lim.rlim_max == infinity ? rlim_t(need) : min(rlim_t(need), lim.rlim_max)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &want) == 0 { lim = want }
+        }
+        let have = lim.rlim_cur == infinity ? Int.max : Int(lim.rlim_cur)
+        if have >= need { return config.maxConnections }
+        let fits = max(1, have - reserve)
+        logger.warning("conn-limit \(config.maxConnections) needs \(need) open files but RLIMIT_NOFILE allows \(have): serving at most \(fits) connections (raise the limit, e.g. ulimit -n \(need), or lower -c)")
+        return fits
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
@@ -78,6 +131,7 @@ public final class Server: @unchecked Sendable {
         metrics?.start()
         Libevent.add(acceptEvent!)
         for e in signalEvents { Libevent.add(e) }
+        Libevent.add(housekeepingEvent!, timeoutSeconds: 1)
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
             logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
         }
@@ -85,7 +139,9 @@ public final class Server: @unchecked Sendable {
         if let m = metrics { logger.notice("metrics on http://\(context.config.listen):\(m.port)/metrics") }
         event_base_loop(base, 0)
         // Shutdown: stop accepting, let workers drain, then return.
+        context.acceptorWake.paused.store(false, ordering: .relaxed)
         if let e = acceptEvent { Libevent.free(e) }
+        if let e = housekeepingEvent { Libevent.free(e) }
         _ = Glibc.close(listenFD)
         for w in workers { w.beginShutdown() }
         for w in workers { w.join() }
@@ -104,12 +160,16 @@ public final class Server: @unchecked Sendable {
                 }
             }
             if fd < 0 {
-                if errno == EINTR { continue }
-                if errno != EAGAIN && errno != EWOULDBLOCK {
-                    logger.warning("accept failed: errno \(errno)")
+                let e = errno
+                if e == EINTR || e == ECONNABORTED { continue }
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    pauseAccepting(errno: e)
+                } else if e != EAGAIN && e != EWOULDBLOCK {
+                    logger.warning("accept failed: \(String(cString: strerror(e)))")
                 }
                 return
             }
+            acceptBackoffSeconds = Server.minAcceptBackoff
             // accept4 is hidden behind _GNU_SOURCE in Swift's Glibc view; one fcntl per
             // connection is a cold-path cost.
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
@@ -130,6 +190,69 @@ public final class Server: @unchecked Sendable {
             nextWorker = (nextWorker + 1) % workers.count
             w.hand(fd: fd, peer: Server.describe(&addr))
         }
+    }
+
+    /// First back-off after EMFILE; doubled while accept keeps failing, up to the maximum.
+    /// A pause costs one failed accept per back-off (at most 10 a second), and a worker that
+    /// closes a connection ends it at once.
+    static let minAcceptBackoff = 0.1
+    static let maxAcceptBackoff = 1.0
+    /// "Out of descriptors" is logged at most once per this many seconds.
+    static let logInterval: UInt64 = 10
+
+    /// Out of descriptors: stop watching the listener (the kernel keeps new connections in
+    /// its backlog), like memcached's accept_new_conns(false), and resume after a back-off or
+    /// as soon as a connection closes. Logged once per interval, never per failed accept.
+    private func pauseAccepting(errno e: Int32) {
+        Libevent.del(acceptEvent!)
+        context.connections.accepting.store(false, ordering: .relaxed)
+        context.connections.listenDisabled.wrappingIncrement(ordering: .relaxed)
+        descriptorPausesSinceLog += 1
+        let now = monotonicNanos()
+        if lastDescriptorLog == 0 || now &- lastDescriptorLog > Server.logInterval * 1_000_000_000 {
+            var lim = rlimit()
+            getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
+            logger.warning("accept: \(String(cString: strerror(e))) (\(context.connections.current.load(ordering: .relaxed)) connections, open-file limit \(lim.rlim_cur)): pausing accepts until a descriptor frees (\(descriptorPausesSinceLog) pause(s) since the last such line)")
+            lastDescriptorLog = now
+            descriptorPausesSinceLog = 0
+        }
+        context.acceptorWake.paused.store(true, ordering: .relaxed)
+        Libevent.add(resumeEvent!, timeoutSeconds: acceptBackoffSeconds)
+        acceptBackoffSeconds = min(acceptBackoffSeconds * 2, Server.maxAcceptBackoff)
+    }
+
+    fileprivate func resumeAccepting() {
+        context.acceptorWake.paused.store(false, ordering: .relaxed)
+        Libevent.del(resumeEvent!)
+        guard context.connections.accepting.load(ordering: .relaxed) == false else { return }
+        context.connections.accepting.store(true, ordering: .relaxed)
+        Libevent.add(acceptEvent!)
+        acceptAll()
+    }
+
+    /// Once a second: logs what the client-memory budget and the output timeout closed since
+    /// the last line, at most once per interval.
+    fileprivate func housekeeping() {
+        let now = monotonicNanos()
+        guard lastBudgetLog == 0 || now &- lastBudgetLog >= Server.logInterval * 1_000_000_000 else { return }
+        let evicted = context.clientsEvicted, timeouts = context.outputTimeouts
+        guard evicted != lastEvictedLogged || timeouts != lastTimeoutsLogged else { return }
+        let mb = context.clientMemoryBytes >> 20
+        logger.warning("client memory: closed \(evicted &- lastEvictedLogged) connection(s) holding the most over the \(context.config.clientMemoryMB) MB budget and \(timeouts &- lastTimeoutsLogged) whose replies sat unread past \(context.config.outputTimeout) s; clients now hold \(mb) MB")
+        lastEvictedLogged = evicted
+        lastTimeoutsLogged = timeouts
+        lastBudgetLog = now
+    }
+
+    fileprivate func signalled(_ sig: Int32) {
+        if sig == SIGHUP {
+            if !sighupLogged {
+                logger.notice("SIGHUP received: ignored (nothing to reload; SIGTERM or SIGUSR1 stops Larder)")
+                sighupLogged = true
+            }
+            return
+        }
+        stop()
     }
 
     fileprivate func stop() {
@@ -250,5 +373,14 @@ private func serverAcceptable(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRa
 }
 
 private func serverSignalled(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
-    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().stop()
+    // For a signal event libevent passes the signal number as `fd`.
+    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().signalled(fd)
+}
+
+private func serverResumeAccepting(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().resumeAccepting()
+}
+
+private func serverHousekeeping(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().housekeeping()
 }

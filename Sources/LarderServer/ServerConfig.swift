@@ -32,6 +32,15 @@ public struct ServerConfig: Sendable, Equatable {
     public var user: String? = nil
     /// Close a client connection idle this many seconds; 0 (the default, as memcached) never.
     public var idleTimeout: Int = 0
+    /// `--client-memory`: megabytes all client connections together may make Larder hold
+    /// (input buffers, queued replies and the values they pin, per-connection state). When it
+    /// is reached the connections holding the most are closed. 0 turns the limit off.
+    /// 64 MB: room for every idle connection of the default `-c 1024` (~24 KB each) plus ~40 MB
+    /// of large values arriving and replies waiting (docs/CLIENTS.md).
+    public var clientMemoryMB: Int = 64
+    /// `--output-timeout`: close a connection whose replies have sat at the per-connection
+    /// output limit (4 MB) this many seconds without the client reading; 0 never.
+    public var outputTimeout: Int = 30
 
     public init() {}
 
@@ -44,6 +53,7 @@ public struct ServerConfig: Sendable, Equatable {
     public static let settingNames = [
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
+        "client-memory", "output-timeout",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -91,6 +101,8 @@ public struct ServerConfig: Sendable, Equatable {
             }
             user = value
         case "idle-timeout": idleTimeout = try int(0...31_536_000)
+        case "client-memory": clientMemoryMB = try int(0...1_048_576)
+        case "output-timeout": outputTimeout = try int(0...31_536_000)
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }
@@ -98,9 +110,11 @@ public struct ServerConfig: Sendable, Equatable {
 
     /// Cross-setting checks, run once everything is merged.
     public func validate() throws(ConfigError) {
-        if maxItemSize > memoryLimitMB * 1024 * 1024 {
+        // memcached's rule: an item may take at most half the memory limit (with -m 1 -I 1m
+        // no item of the largest size could ever be stored next to its index).
+        if maxItemSize > memoryLimitMB * 1024 * 1024 / 2 {
             throw ConfigError(setting: "max-item-size", source: "configuration",
-                              message: "\(maxItemSize) bytes is larger than the memory limit (\(memoryLimitMB) MB)")
+                              message: "\(maxItemSize) bytes is more than half the memory limit (\(memoryLimitMB) MB); raise -m or lower -I")
         }
         if metricsPort != 0 && metricsPort == port && port != 0 {
             throw ConfigError(setting: "metrics-port", source: "configuration",
@@ -113,6 +127,16 @@ public struct ServerConfig: Sendable, Equatable {
     /// repeated setting, a nested value, a line without a colon — is refused naming the file,
     /// the line and the setting.
     public mutating func applyFile(_ path: String) throws(ConfigError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw ConfigError(setting: "config", source: path, message: "cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw ConfigError(setting: "config", source: path, message: "not a regular file (a directory?)")
+        }
+        guard st.st_size <= 1 << 20 else {
+            throw ConfigError(setting: "config", source: path, message: "larger than 1 MB; not a config file")
+        }
         guard let text = readTextFile(path) else {
             throw ConfigError(setting: "config", source: path, message: "cannot read the file (or it is not a file)")
         }
@@ -183,12 +207,14 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var description: String { "invalid setting '\(setting)' (from \(source)): \(message)" }
 }
 
-/// Sizes as memcached's -I takes them: bytes, or a number with k/m suffix.
+/// Sizes as memcached's -I takes them: bytes, or a number with k/m suffix. Overflow is
+/// checked: a size that does not fit in an Int is no size (nil), never a trap.
 func parseSize(_ s: String) -> Int? {
     let lower = s.lowercased()
     if let last = lower.last, last == "k" || last == "m" {
         guard let n = Int(lower.dropLast()), n >= 0 else { return nil }
-        return last == "k" ? n * 1024 : n * 1024 * 1024
+        let (v, overflow) = n.multipliedReportingOverflow(by: last == "k" ? 1024 : 1024 * 1024)
+        return overflow ? nil : v
     }
     return Int(lower)
 }

@@ -17,12 +17,16 @@ public final class ServerContext: Sendable {
     public let store: Store
     public let startTime: Int64
     public let connections = ConnectionCounters()
+    /// The client-memory budget and what connections hold against it.
+    let clientMemory: ClientMemory
     /// One counter block per worker, fixed at start.
     public let workerCounters: [CounterBlock]
     /// Runtime verbosity (`verbosity N`).
     public let verbosity = ManagedAtomic<Int>(0)
     /// Ports actually bound (differ from the config when it asked for port 0).
     public let boundPort = ManagedAtomic<Int>(0)
+    /// Wakes the acceptor when it paused accepting for lack of descriptors.
+    let acceptorWake = AcceptorWake()
     private let registryLock = Mutex()
     // nonisolated(unsafe): only accessed inside registryLock.withLock. Slots hold weak
     // references: a closing connection does not touch the registry; its slot goes stale and
@@ -34,6 +38,7 @@ public final class ServerContext: Sendable {
         self.store = store
         startTime = store.clock.now()
         workerCounters = (0..<workers).map { _ in CounterBlock() }
+        clientMemory = ClientMemory(limitBytes: config.clientMemoryMB * 1024 * 1024, workers: workers)
         verbosity.store(config.verbosity, ordering: .relaxed)
     }
 
@@ -66,6 +71,35 @@ public final class ServerContext: Sendable {
     /// `counters` is a snapshot the caller already took (stats and /metrics both have one).
     public func staleSlots(_ counters: StoreCounters) -> Int {
         counters.staleSlots + staleRegistrySlots()
+    }
+
+    /// A worker closed a connection: if accepting is paused on EMFILE, resume it now.
+    @inline(__always)
+    func descriptorFreed() {
+        acceptorWake.descriptorFreed()
+    }
+
+    /// Bytes client connections hold against the budget (`--client-memory`).
+    public var clientMemoryBytes: Int { clientMemory.total() }
+    /// Connections closed because the client-memory budget was reached.
+    public var clientsEvicted: UInt64 { clientMemory.evicted.load(ordering: .relaxed) }
+    /// Connections closed because their replies sat at the output limit too long.
+    public var outputTimeouts: UInt64 { clientMemory.outputTimeouts.load(ordering: .relaxed) }
+}
+
+/// How a worker closing a connection wakes the acceptor paused on EMFILE/ENFILE: one
+/// atomic load per close while accepting, an event_active while paused.
+final class AcceptorWake: @unchecked Sendable {
+    // @unchecked Sendable: `event` is written once by the server before any worker thread
+    // starts (pthread_create orders that write before the workers' reads) and is read-only
+    // afterwards; event_active is thread-safe after evthread_use_pthreads().
+    nonisolated(unsafe) var event: OpaquePointer?
+    /// True while the acceptor is paused for lack of descriptors.
+    let paused = ManagedAtomic<Bool>(false)
+
+    func descriptorFreed() {
+        guard paused.load(ordering: .relaxed), let e = event else { return }
+        if paused.exchange(false, ordering: .acquiringAndReleasing) { Libevent.activate(e) }
     }
 }
 

@@ -71,6 +71,12 @@ enum StatsReport {
             ("curr_connections", "\(conns.current.load(ordering: .relaxed))"),
             ("total_connections", "\(conns.total.load(ordering: .relaxed) &- conns.totalBaseline.load(ordering: .relaxed))"),
             ("rejected_connections", "\(conns.rejected.load(ordering: .relaxed) &- conns.rejectedBaseline.load(ordering: .relaxed))"),
+            ("listen_disabled_num", "\(conns.listenDisabled.load(ordering: .relaxed))"),
+            ("accepting_conns", conns.accepting.load(ordering: .relaxed) ? "1" : "0"),
+            ("client_memory", "\(ctx.clientMemoryBytes)"),
+            ("client_memory_limit", "\(ctx.config.clientMemoryMB * 1024 * 1024)"),
+            ("evicted_clients", "\(ctx.clientsEvicted)"),
+            ("output_timeouts", "\(ctx.outputTimeouts)"),
             ("cmd_get", n(.cmdGet)),
             ("cmd_set", n(.cmdSet)),
             ("cmd_flush", n(.cmdFlush)),
@@ -131,6 +137,8 @@ enum StatsReport {
             ("item_size_max", "\(cfg.maxItemSize)"),
             ("shards", "\(ctx.store.shardCount)"),
             ("metrics_port", "\(cfg.metricsPort)"),
+            ("client_memory_limit", "\(cfg.clientMemoryMB * 1024 * 1024)"),
+            ("output_timeout", "\(cfg.outputTimeout)"),
         ]
     }
 }

@@ -1,6 +1,10 @@
 // A worker thread: its own event_base, the connections handed to it by the acceptor, and its
-// own counter block. Everything here runs on the worker's thread except `hand(fd:)` and
-// `beginShutdown()`, which queue work and wake the base with event_active.
+// own counter block. Everything here runs on the worker's thread except `hand(fd:)`,
+// `beginShutdown()` and `requestReclaim()`, which queue work and wake the base with
+// event_active. Once a second it closes idle connections (--idle-timeout) and connections
+// whose replies sat at the output limit too long (--output-timeout); woken by the
+// client-memory budget, it closes its connections holding the most, biggest first.
+import Atomics
 import CLibevent
 import LarderMetrics
 import LarderStore
@@ -23,7 +27,11 @@ final class Worker: @unchecked Sendable {
     private var shuttingDown = false
     private var notifyEvent: OpaquePointer?
     private var shutdownEvent: OpaquePointer?
-    private var idleTimer: OpaquePointer?
+    private var housekeepingTimer: OpaquePointer?
+    private var reclaimEvent: OpaquePointer?
+    /// Set when a reclaim has been requested and not yet run (any thread sets it; the worker
+    /// clears it when the reclaim starts), so a burst of requests wakes the worker once.
+    private let reclaimPending = ManagedAtomic<Bool>(false)
     private let shutdownRequested = Mutex()
     private var thread: pthread_t?
 
@@ -34,10 +42,11 @@ final class Worker: @unchecked Sendable {
         base = try Libevent.newBase()
         let arg = Unmanaged.passUnretained(self).toOpaque()
         notifyEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerNotified)
-        if context.config.idleTimeout > 0 {
-            idleTimer = try Libevent.newEvent(base, fd: -1, what: Libevent.persist, arg: arg, workerIdleCheck)
-            Libevent.add(idleTimer!, timeoutSeconds: 1)
+        if context.config.idleTimeout > 0 || context.config.outputTimeout > 0 {
+            housekeepingTimer = try Libevent.newEvent(base, fd: -1, what: Libevent.persist, arg: arg, workerHousekeeping)
+            Libevent.add(housekeepingTimer!, timeoutSeconds: 1)
         }
+        reclaimEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerReclaim)
         shutdownEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerShutdown)
     }
 
@@ -99,11 +108,49 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Closes connections idle longer than --idle-timeout (timer, once a second).
-    fileprivate func closeIdle() {
-        let limit = UInt64(context.config.idleTimeout) * 1_000_000_000
+    /// Once a second: closes connections idle longer than --idle-timeout, and connections
+    /// whose replies have sat at the output limit unread longer than --output-timeout.
+    fileprivate func housekeeping() {
+        let idle = UInt64(context.config.idleTimeout) * 1_000_000_000
+        let stall = UInt64(context.config.outputTimeout) * 1_000_000_000
         let now = monotonicNanos()
-        for c in Array(connections.values) where now &- c.lastActivity > limit && c.outputDrained {
+        for c in Array(connections.values) {
+            if idle > 0 && now &- c.lastActivity > idle && c.outputDrained {
+                c.close()
+            } else if stall > 0 && c.stalledSince != 0 && now &- c.stalledSince > stall {
+                context.clientMemory.outputTimeouts.wrappingIncrement(ordering: .relaxed)
+                c.close()
+            }
+        }
+    }
+
+    /// A connection's holding grew past the protected size: if all clients together are now
+    /// over the budget, wake every worker to reclaim (on this one too, after the current
+    /// callback, so a connection is never closed under its own feet).
+    func checkClientMemory() {
+        if context.clientMemory.isOver { context.clientMemory.requestReclaim() }
+    }
+
+    /// Any thread: schedule a reclaim pass on this worker unless one is already pending.
+    func requestReclaim() {
+        if reclaimPending.exchange(true, ordering: .acquiringAndReleasing) { return }
+        Libevent.activate(reclaimEvent!)
+    }
+
+    /// Closes this worker's connections holding the most, biggest first, while all clients
+    /// together are over the budget. Connections holding no more than
+    /// `ClientMemory.protectedBytes` are never closed. Workers run this concurrently, each on
+    /// its own connections, re-reading the shared total before every close, so at most one
+    /// connection per worker more than needed is closed.
+    fileprivate func reclaim() {
+        reclaimPending.store(false, ordering: .releasing)
+        let budget = context.clientMemory
+        guard budget.isOver else { return }
+        let candidates = connections.values.filter { $0.charged > ClientMemory.protectedBytes }
+            .sorted { $0.charged > $1.charged }
+        for c in candidates {
+            guard budget.isOver else { break }
+            budget.evicted.wrappingIncrement(ordering: .relaxed)
             c.close()
         }
     }
@@ -111,6 +158,7 @@ final class Worker: @unchecked Sendable {
     func connectionClosed(_ c: Connection) {
         connections.removeValue(forKey: c.fd)
         context.connections.current.wrappingDecrement(ordering: .relaxed)
+        context.descriptorFreed()
         if shuttingDown && connections.isEmpty {
             event_base_loopexit(base, nil)
         }
@@ -125,6 +173,10 @@ private func workerShutdown(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawP
     Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().shutdown()
 }
 
-private func workerIdleCheck(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
-    Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().closeIdle()
+private func workerHousekeeping(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().housekeeping()
+}
+
+private func workerReclaim(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Worker>.fromOpaque(arg!).takeUnretainedValue().reclaim()
 }

@@ -58,6 +58,12 @@ struct LarderCommand: ParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: "Close connections idle this many seconds (default 0: never).")
     var idleTimeout: String?
 
+    @Option(name: .customLong("client-memory"), help: "Memory all client connections together may hold, MB; the connections holding the most are closed beyond it; 0 = no limit (default 64).")
+    var clientMemory: String?
+
+    @Option(name: .customLong("output-timeout"), help: "Close a connection whose replies sat at the 4 MB output limit this many seconds unread; 0 = never (default 30).")
+    var outputTimeout: String?
+
     func run() throws {
         var flags: [(String, String)] = []
         func add(_ name: String, _ v: String?) { if let v { flags.append((name, v)) } }
@@ -71,6 +77,8 @@ struct LarderCommand: ParsableCommand {
         add("metrics-port", metricsPort)
         add("user", user)
         add("idle-timeout", idleTimeout)
+        add("client-memory", clientMemory)
+        add("output-timeout", outputTimeout)
         if disableEvictions { flags.append(("disable-eviction", "true")) }
         if verbose > 0 { flags.append(("verbose", "\(min(verbose, 3))")) }
 
