@@ -140,6 +140,10 @@ struct ParserTests {
         let k250 = String(repeating: "k", count: 250)
         let k251 = k250 + "k"
         #expect(parseAllWays("get \(k250)\r\n") == ["get [\(k250)]"])
+        #expect(parseAllWays("get a \(k250) b\r\n") == ["get [a,\(k250),b]"])
+        #expect(parseAllWays("bget a \(k250)\r\n") == ["get [a,\(k250)]"])
+        #expect(parseAllWays("bget a \(k251)\r\n") == ["invalid CLIENT_ERROR bad command line format [get]"])
+        #expect(parseAllWays("set \(k250) 0 0 1\r\nx\r\n") == ["set \(k250) flags=0 exp=0 cas=0 data=\"x\""])
         #expect(parseAllWays("get a \(k251) b\r\n") == ["invalid CLIENT_ERROR bad command line format [get]"])
         #expect(parseAllWays("set \(k251) 0 0 1\r\nx\r\n") == ["invalid CLIENT_ERROR bad command line format [set]", "invalid ERROR [unknown]"])
         #expect(parseAllWays("delete \(k251)\r\n") == ["invalid CLIENT_ERROR bad command line format [delete]"])

@@ -65,6 +65,20 @@ struct StoreTests {
         #expect(s.set("k", "r", .replace) == .notStored)
     }
 
+    @Test("append and prepend may grow an item up to -I, not one byte past it")
+    func appendLimit() {
+        let s = Store(config: StoreConfig(memoryLimit: 8 << 20, shardCount: 1, maxItemSize: 20_000, hashSeeds: testSeeds),
+                      clock: clock)
+        // memcached's count: 48 + 8 + key + 1 + value + 2 (flags 0).
+        let fits = 20_000 - (48 + 8 + 1 + 1 + 2)
+        #expect(s.set("a", String(repeating: "x", count: fits - 10)) == .stored)
+        #expect(s.set("a", String(repeating: "y", count: 10), .append) == .stored)
+        #expect(s.value("a")?.count == fits)
+        #expect(s.set("a", "z", .append) == .notStored)
+        #expect(s.set("a", "z", .prepend) == .notStored)
+        #expect(s.value("a")?.count == fits)
+    }
+
     @Test("cas uniques are unique and checked")
     func cas() {
         let s = store
