@@ -175,10 +175,16 @@ struct Dispatcher {
             counters.add(.stats, .ok)
             StatsReport.render(group, context: context, to: out.text)
 
+        case .meta(let r):
+            runMeta(r, buf, &out)
+
+        case .admin(let a):
+            return runAdmin(a, &out)
+
         case .invalid(let error, let family, let noreply):
             counters.add(.protocolErrors)
             counters.add(family, .error)
-            if family == .delete { counters.add(.deleteBadRequest) }
+            if family == .delete || family == .md { counters.add(.deleteBadRequest) }
             if !noreply { reply(.error(error), &out) }
         }
         return .proceed
@@ -196,12 +202,20 @@ struct Dispatcher {
         case .store, .storeTooLarge: .set
         case .delete: .delete
         case .arithmetic: .incrDecr
+        case .meta(let r):
+            switch r.verb {
+            case .get: .get
+            case .set: .set
+            case .delete: .delete
+            case .arithmetic: .incrDecr
+            case .noop, .debug: .other
+            }
         case .invalid(_, let f, _):
             switch f {
-            case .get, .gets, .gat, .gats: .get
-            case .set, .add, .replace, .append, .prepend, .cas: .set
-            case .delete: .delete
-            case .incr, .decr: .incrDecr
+            case .get, .gets, .gat, .gats, .mg: .get
+            case .set, .add, .replace, .append, .prepend, .cas, .ms: .set
+            case .delete, .md: .delete
+            case .incr, .decr, .ma: .incrDecr
             default: .other
             }
         default: .other

@@ -15,11 +15,13 @@ enum MetricsPage {
         func sum(_ c: Counter) -> UInt64 { blocks.reduce(0) { $0 &+ $1.get(c) } }
         func sum(_ f: CommandFamily, _ s: CommandStatus) -> UInt64 { blocks.reduce(0) { $0 &+ $1.get(f, s) } }
 
-        p.family("larder_deletes_total", .counter, "Delete requests by outcome: deleted (hit), not_found (miss), expired (found but already expired; answered NOT_FOUND), bad_request (refused for syntax or key).")
+        p.family("larder_deletes_total", .counter, "Delete requests by outcome: deleted (hit), not_found (miss), expired (found but already expired; answered NOT_FOUND), bad_request (refused for syntax or key), cas_mismatch (md with a cas that did not match), invalidated (md with I: marked stale, not removed).")
         p.sample("larder_deletes_total", [("outcome", "deleted")], sum(.deleteHits))
         p.sample("larder_deletes_total", [("outcome", "not_found")], sum(.deleteMisses))
         p.sample("larder_deletes_total", [("outcome", "expired")], sum(.deleteExpired))
         p.sample("larder_deletes_total", [("outcome", "bad_request")], sum(.deleteBadRequest))
+        p.sample("larder_deletes_total", [("outcome", "cas_mismatch")], sum(.deleteCasMismatch))
+        p.sample("larder_deletes_total", [("outcome", "invalidated")], sum(.deleteInvalidated))
 
         p.family("larder_commands_total", .counter, "Requests by command and outcome (get keys count one each).")
         for f in CommandFamily.allCases {

@@ -32,6 +32,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var user: String? = nil
     /// Close a client connection idle this many seconds; 0 (the default, as memcached) never.
     public var idleTimeout: Int = 0
+    /// `-A`: allow the `shutdown` command (off by default, as memcached's `-A`).
+    public var enableShutdown: Bool = false
 
     public init() {}
 
@@ -44,6 +46,7 @@ public struct ServerConfig: Sendable, Equatable {
     public static let settingNames = [
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
+        "enable-shutdown",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -91,6 +94,11 @@ public struct ServerConfig: Sendable, Equatable {
             }
             user = value
         case "idle-timeout": idleTimeout = try int(0...31_536_000)
+        case "enable-shutdown":
+            guard let b = parseBool(value) else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
+            }
+            enableShutdown = b
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }

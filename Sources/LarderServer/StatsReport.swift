@@ -81,7 +81,7 @@ enum StatsReport {
             ("get_hits", n(.getHits)),
             ("get_misses", n(.getMisses)),
             ("get_expired", n(.getExpired)),
-            ("delete_misses", "\(ctx.total(.deleteMisses) &+ ctx.total(.deleteExpired))"),
+            ("delete_misses", "\(ctx.total(.deleteMisses) &+ ctx.total(.deleteExpired) &+ ctx.total(.deleteCasMismatch))"),
             ("delete_hits", n(.deleteHits)),
             ("incr_misses", n(.incrMisses)),
             ("incr_hits", n(.incrHits)),

@@ -97,8 +97,9 @@ final class Shard: @unchecked Sendable {
     let lock = RWLock()
     let geometry: SegmentGeometry
     /// Bytes this shard may use (its share of `-m`): segments, index, ghost filter and
-    /// external values together.
-    let limit: Int
+    /// external values together. Lowered or raised at run time by `cache_memlimit` (under
+    /// the write lock, like every other field).
+    @exclusivity(unchecked) var limit: Int
     let evictionDisabled: Bool
 
     // MARK: Segments
