@@ -286,32 +286,44 @@ private func base64Value(_ c: UInt8) -> UInt8? {
     }
 }
 
-/// Strict base64 decoding as memcached's meta keys need it: whole 4-byte groups, `=` only as
-/// padding at the very end. nil on any error or an empty result (memcached's "returns 0").
+/// Base64 decoding as memcached's meta keys get it (the classic decoder memcached ships):
+/// bytes outside the alphabet are skipped, the rest must come in groups of four, `=` counts
+/// as a zero digit and as padding, and the first group holding padding ends the input (one
+/// or two `=` drop one or two bytes; three or more are an error). nil on an error or an empty
+/// result (memcached's "returns 0").
 public func base64Decode(_ s: UnsafeRawBufferPointer) -> [UInt8]? {
-    guard s.count > 0, s.count % 4 == 0 else { return nil }
+    var digits = 0
+    for c in s where c == UInt8(ascii: "=") || base64Value(c) != nil { digits += 1 }
+    guard digits > 0, digits % 4 == 0 else { return nil }
     var out: [UInt8] = []
-    out.reserveCapacity(s.count / 4 * 3)
-    var i = 0
-    while i < s.count {
-        let last = i + 4 == s.count
-        var v: UInt32 = 0
-        var pad = 0
-        for j in 0..<4 {
-            let c = s[i + j]
-            if c == UInt8(ascii: "=") {
-                guard last, j >= 2 else { return nil }
-                pad += 1
-                v <<= 6
-            } else {
-                guard pad == 0, let d = base64Value(c) else { return nil }
-                v = (v << 6) | UInt32(d)
+    out.reserveCapacity(digits / 4 * 3)
+    var block: UInt32 = 0
+    var n = 0
+    var pad = 0
+    for c in s {
+        let d: UInt8
+        if c == UInt8(ascii: "=") {
+            d = 0
+            pad += 1
+        } else if let v = base64Value(c) {
+            d = v
+        } else {
+            continue
+        }
+        block = (block << 6) | UInt32(d)
+        n += 1
+        if n == 4 {
+            out.append(UInt8(truncatingIfNeeded: block >> 16))
+            out.append(UInt8(truncatingIfNeeded: block >> 8))
+            out.append(UInt8(truncatingIfNeeded: block))
+            n = 0
+            block = 0
+            if pad > 0 {
+                guard pad <= 2 else { return nil }
+                out.removeLast(pad)
+                break
             }
         }
-        out.append(UInt8(truncatingIfNeeded: v >> 16))
-        if pad < 2 { out.append(UInt8(truncatingIfNeeded: v >> 8)) }
-        if pad < 1 { out.append(UInt8(truncatingIfNeeded: v)) }
-        i += 4
     }
     return out.isEmpty ? nil : out
 }

@@ -104,5 +104,9 @@ struct MetaParserTests {
         for s in ["Zg", "Zm9", "Zm9v=", "!!!!", "Z===", "===="] {
             #expect(Array(s.utf8).withUnsafeBytes { base64Decode($0) } == nil, "\(s)")
         }
+        // memcached's decoder skips bytes outside the alphabet and stops after padding.
+        for (s, d) in [("Zm9v!", "foo"), ("Zg==Zg==", "f"), ("Z=g=", "d"), ("Zm 9v", "foo")] {
+            #expect(Array(s.utf8).withUnsafeBytes { base64Decode($0) } == Array(d.utf8), "\(s)")
+        }
     }
 }
