@@ -96,7 +96,7 @@ enum StatsReport {
             ("store_no_memory", n(.storeNoMemory)),
             ("bytes_read", n(.bytesRead)),
             ("bytes_written", n(.bytesWritten)),
-            ("limit_maxbytes", "\(ctx.config.memoryLimitMB * 1024 * 1024)"),
+            ("limit_maxbytes", "\(ctx.store.memoryLimit)"),
             ("threads", "\(ctx.config.threads)"),
             ("bytes", "\(c.itemBytes)"),
             ("index_bytes", "\(c.indexBytes)"),
@@ -122,7 +122,7 @@ enum StatsReport {
     static func settings(_ ctx: ServerContext) -> [(String, String)] {
         let cfg = ctx.config
         return [
-            ("maxbytes", "\(cfg.memoryLimitMB * 1024 * 1024)"),
+            ("maxbytes", "\(ctx.store.memoryLimit)"),
             ("maxconns", "\(cfg.maxConnections)"),
             ("tcpport", "\(ctx.boundPort.load(ordering: .relaxed))"),
             ("udpport", "0"),
