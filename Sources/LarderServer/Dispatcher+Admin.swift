@@ -107,11 +107,27 @@ extension Dispatcher {
             counters.add(.admin, .ok)
             kill(getpid(), SIGTERM)
             return .close
-        case .watch:
-            // Not implemented yet: the reply memcached gives when watching is disabled.
-            counters.add(.admin, .error)
-            o.append("CLIENT_ERROR watch commands not allowed")
-            o.appendCRLF()
+        case .watch(let classes):
+            // As memcached: the watch must be the first thing in its batch (replies queued
+            // before it would interleave with the log lines).
+            if out.queuedBytes > 0 || fd < 0 {
+                counters.add(.admin, .error)
+                o.append("ERROR cannot pipeline other commands before watch")
+                o.appendCRLF()
+                return .proceed
+            }
+            // The watch thread takes a duplicate of the socket; the connection then closes its
+            // own descriptor (the socket stays open through the duplicate) and forgets it.
+            let d = dup(fd)
+            guard d >= 0 else {
+                counters.add(.admin, .error)
+                o.append("WATCHER_FAILED failed to add log watcher")
+                o.appendCRLF()
+                return .proceed
+            }
+            counters.add(.admin, .ok)
+            watch.add(fd: d, classes: classes)
+            return .close
         }
         return .proceed
     }

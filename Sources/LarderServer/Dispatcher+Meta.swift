@@ -77,8 +77,10 @@ extension Dispatcher {
             }
         }
         let now = store.clock.now()
+        var fetchedSize = 0
         let status: ReadStatus = r.withKey(buf) { key in
-            store.metaGet(key, options: options) { item, state in
+            let st = store.metaGet(key, options: options) { item, state in
+                fetchedSize = item.valueCount
                 let o = out.text
                 if f.wantsValue {
                     o.append("VA ")
@@ -120,6 +122,8 @@ extension Dispatcher {
                 o.appendCRLF()
                 if f.wantsValue { out.appendData(of: item) }
             }
+            if watch.wants(.fetchers) { watch.fetch(key, found: st == .hit, size: fetchedSize, fd: fd) }
+            return st
         }
         let touched = f.hasTTL
         counters.add(touched ? .cmdTouch : .cmdGet)
@@ -162,9 +166,14 @@ extension Dispatcher {
         // memcached upgrades set and replace to cas when a cas is given.
         if f.hasCas && (mode == .set || mode == .replace) { mode = .cas }
         let result = r.withKey(buf) { key in
-            store.metaStore(mode, key: key, flags: f.clientFlags, exptime: f.hasTTL ? f.ttl : 0,
-                            value: UnsafeRawBufferPointer(rebasing: buf[r.data]), cas: f.cas,
-                            invalidate: f.invalidate, binaryKey: f.base64)
+            let res = store.metaStore(mode, key: key, flags: f.clientFlags, exptime: f.hasTTL ? f.ttl : 0,
+                                      value: UnsafeRawBufferPointer(rebasing: buf[r.data]), cas: f.cas,
+                                      invalidate: f.invalidate, binaryKey: f.base64)
+            if watch.wants(.mutations) {
+                watch.store(key, status: storeStatus(res.outcome), command: metaCommand(mode), ttl: f.hasTTL ? f.ttl : 0,
+                            size: r.data.count, fd: fd)
+            }
+            return res
         }
         let o = out.text
         switch result.outcome {
@@ -206,12 +215,34 @@ extension Dispatcher {
         o.appendCRLF()
     }
 
+    private func metaCommand(_ m: MetaStoreMode) -> StaticString {
+        switch m {
+        case .set: "set"
+        case .add: "add"
+        case .replace: "replace"
+        case .append: "append"
+        case .prepend: "prepend"
+        case .cas: "cas"
+        }
+    }
+
     // MARK: - md
 
     private func metaDelete(_ r: MetaRequest, _ buf: UnsafeRawBufferPointer, _ out: inout OutputQueue) {
         let f = r.flags
         let outcome = r.withKey(buf) { key in
-            store.metaDelete(key, cas: f.hasCas ? f.cas : nil, invalidate: f.invalidate, ttl: f.hasTTL ? f.ttl : nil)
+            let o = store.metaDelete(key, cas: f.hasCas ? f.cas : nil, invalidate: f.invalidate, ttl: f.hasTTL ? f.ttl : nil)
+            if watch.wants(.deletions) {
+                let word: StaticString
+                switch o {
+                case .deleted: word = "deleted"
+                case .notFound: word = "not_found"
+                case .exists: word = "cas_mismatch"
+                case .invalidated: word = "invalidated"
+                }
+                watch.delete(key, outcome: word, command: "md", fd: fd)
+            }
+            return o
         }
         let o = out.text
         switch outcome {

@@ -360,6 +360,7 @@ extension Shard {
             } else {
                 evictions &+= 1
                 if !r.wasFetched { evictedUnfetched &+= 1 }
+                evictionObserver?(r.key, r.wasFetched, r.exptime)
                 if fromSmall { ghostInsertLocked(KeyHash.hash(r.key)) }
             }
             if r.isExternal { releaseExternalLocked(r) }

@@ -157,6 +157,10 @@ final class Shard: @unchecked Sendable {
     @exclusivity(unchecked) var segmentsEvicted: UInt64 = 0
     @exclusivity(unchecked) var segmentsExpired: UInt64 = 0
 
+    /// Told about every item evicted (not expired) while the write lock is held; set by
+    /// `Store.setEvictionObserver` (the server's `watch evictions`).
+    @exclusivity(unchecked) var evictionObserver: EvictionObserver?
+
     static let initialIndexCapacity = 64
 
     init(index: Int, shardBits: Int, limit: Int, geometry: SegmentGeometry, evictionDisabled: Bool) {

@@ -368,7 +368,16 @@ extension Store {
 
 // MARK: - Admin
 
+/// Called with an evicted item's key, whether it had been fetched, and its exptime, under the
+/// shard's write lock: it must not block or call back into the store.
+public typealias EvictionObserver = @Sendable (_ key: UnsafeRawBufferPointer, _ fetched: Bool, _ exptime: Int64) -> Void
+
 extension Store {
+    /// Installs (or removes) the eviction observer on every shard.
+    public func setEvictionObserver(_ o: EvictionObserver?) {
+        for s in shardsForAdmin { s.lock.withWriteLock { s.evictionObserver = o } }
+    }
+
     /// The memory limit now in force (`-m`, or the last `cache_memlimit`).
     public var memoryLimit: Int {
         shardsForAdmin.reduce(0) { total, s in total + s.lock.withReadLock { s.limit } }

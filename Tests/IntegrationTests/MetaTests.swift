@@ -155,4 +155,77 @@ struct MetaTests {
         #expect(!on.process.isRunning)
         #expect(on.process.terminationStatus == 0)
     }
+
+    @Test("watch streams fetchers, mutations and deletions in memcached's line format")
+    func watchLines() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let w = try TestClient(port: s.port)
+        #expect(try w.request("watch fetchers mutations deletions\r\n") == "OK\r\n")
+        let c = try TestClient(port: s.port)
+        _ = try c.request("set wa 0 0 1\r\nx\r\nget wa wb\r\ndelete wa\r\ndelete wa\r\nms wc 1 T30\r\ny\r\nmd wc C1\r\nmd wc I\r\nmn\r\n", until: "MN\r\n")
+        var text = ""
+        while !text.contains("status=invalidated") { text += try w.read(until: "\n", timeout: 10) }
+        let lines = text.split(separator: "\n").map {
+            $0.replacingOccurrences(of: #"^ts=\d+\.\d{6} gid=\d+ "#, with: "", options: .regularExpression)
+              .replacingOccurrences(of: #"cfd=\d+"#, with: "cfd=N", options: .regularExpression)
+        }
+        #expect(lines == [
+            "type=item_store key=wa status=stored cmd=set ttl=0 clsid=1 cfd=N size=1",
+            "type=item_get key=wa status=found clsid=1 cfd=N size=1",
+            "type=item_get key=wb status=not_found clsid=0 cfd=N size=0",
+            "type=item_delete key=wa status=deleted cmd=delete cfd=N",
+            "type=item_delete key=wa status=not_found cmd=delete cfd=N",
+            "type=item_store key=wc status=stored cmd=set ttl=30 clsid=1 cfd=N size=1",
+            "type=item_delete key=wc status=cas_mismatch cmd=md cfd=N",
+            "type=item_delete key=wc status=invalidated cmd=md cfd=N",
+        ])
+        // A watcher refuses to be pipelined behind other replies, as memcached's does.
+        let p = try TestClient(port: s.port)
+        try p.send("mn\r\nwatch\r\n")
+        #expect(try p.read(until: "watch\r\n") == "MN\r\nERROR cannot pipeline other commands before watch\r\n")
+    }
+
+    @Test("a watcher that does not read loses lines, is told how many, and never slows the workers")
+    func watchSkips() throws {
+        let s = try ServerProcess.larder(["-t", "2"])
+        defer { s.stop() }
+        let w = try TestClient(port: s.port, receiveBuffer: 4096)
+        #expect(try w.request("watch mutations\r\n") == "OK\r\n")
+        let c = try TestClient(port: s.port)
+        var batch = ""
+        for i in 0..<60_000 { batch += "ms key\(i) 1 q\r\nx\r\n" }
+        let start = Date()
+        try c.send(batch + "mn\r\n")
+        _ = try c.read(until: "MN\r\n", timeout: 60)
+        #expect(Date().timeIntervalSince(start) < 30)
+        // Now read what the watcher kept: some lines, then a skipped count.
+        var text = ""
+        let deadline = Date().addingTimeInterval(10)
+        while !text.contains("skipped=") && Date() < deadline {
+            text += (try? w.read(until: "\n", timeout: 1)) ?? ""
+        }
+        #expect(text.contains("type=item_store"))
+        let skipped = text.split(separator: "\n").compactMap { l -> Int? in
+            l.hasPrefix("skipped=") ? Int(l.dropFirst(8)) : nil
+        }.reduce(0, +)
+        #expect(skipped > 0)
+    }
+
+    @Test("watch evictions names the evicted keys")
+    func watchEvictions() throws {
+        let s = try ServerProcess.larder(["-t", "2", "-m", "8"])
+        defer { s.stop() }
+        let w = try TestClient(port: s.port)
+        #expect(try w.request("watch evictions\r\n") == "OK\r\n")
+        let c = try TestClient(port: s.port)
+        let value = String(repeating: "v", count: 1000)
+        var batch = ""
+        for i in 0..<20_000 { batch += "ms e\(i) 1000 q\r\n\(value)\r\n" }
+        try c.send(batch + "mn\r\n")
+        _ = try c.read(until: "MN\r\n", timeout: 60)
+        let line = try w.read(until: "\n", timeout: 10)
+        #expect(line.range(of: #"^ts=\d+\.\d{6} gid=\d+ type=eviction key=e\d+ fetch=no ttl=-1 la=0 clsid=1\n"#,
+                           options: .regularExpression) != nil, "\(line.prefix(200))")
+    }
 }
