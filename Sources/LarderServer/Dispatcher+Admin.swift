@@ -65,7 +65,8 @@ extension Dispatcher {
                     return bytes < 2 * 1024 * 1024 - 512
                 }
             }
-            line("END")
+            o.append("END")
+            o.appendCRLF()
         case .metadump:
             counters.add(.admin, .ok)
             let now = store.clock.now()
