@@ -76,7 +76,7 @@ extension Dispatcher {
                 o.append(" exp=")
                 o.append(item.exptime == 0 ? "-1" : String(item.exptime))
                 o.append(" la=")
-                o.appendDecimal(UInt64(max(0, now)))
+                o.appendDecimal(UInt64(max(0, now - item.accessAge)))
                 o.append(" cas=")
                 o.appendDecimal(item.cas)
                 o.append(item.fetched ? " fetch=yes" : " fetch=no")

@@ -24,8 +24,8 @@ public struct MetaGetState {
     public var vivifyDeadline: Int64 = 0
     /// The item had been fetched before this request (`h`).
     public var fetchedBefore = false
-    /// Seconds since the item was last accessed, as far as Larder knows (`l`; see
-    /// docs/PROTOCOL.md: Larder keeps no per-item access time and reports 0).
+    /// Seconds since the item was last accessed, as far as Larder knows (`l`): the age of
+    /// the segment holding it (docs/PROTOCOL.md; Larder keeps no per-item access time).
     public var lastAccessAge: Int64 = 0
     /// A win token had already been sent (`Z`).
     public var tokenSentBefore = false
@@ -112,7 +112,7 @@ extension Store {
             // token nobody has been sent yet (that decision must be made exactly once).
             var needsWrite = false
             let status: ReadStatus = s.lock.withReadLock {
-                guard let (_, r) = s.findLocked(key, hash: h) else { return .miss }
+                guard let (slot, r) = s.findLocked(key, hash: h) else { return .miss }
                 if Store.expired(r, now: t) { return .expired }
                 let c = r.control.load(ordering: .relaxed)
                 if c & RecordControl.stale != 0 && c & RecordControl.tokenSent == 0 {
@@ -120,6 +120,7 @@ extension Store {
                     return .miss
                 }
                 var state = MetaGetState()
+                state.lastAccessAge = s.accessAgeLocked(slot: slot, now: t)
                 state.exptimeBefore = r.exptime
                 state.fetchedBefore = c & RecordControl.fetched != 0
                 state.tokenSentBefore = c & RecordControl.tokenSent != 0
@@ -160,6 +161,7 @@ extension Store {
                 return .hit
             }
             let c = r.control.load(ordering: .relaxed)
+            state.lastAccessAge = s.accessAgeLocked(slot: slot, now: t)
             state.exptimeBefore = r.exptime
             state.fetchedBefore = c & RecordControl.fetched != 0
             state.tokenSentBefore = c & RecordControl.tokenSent != 0
@@ -354,10 +356,10 @@ extension Store {
         let h = Store.hash(key)
         let s = shard(for: h)
         return s.lock.withReadLock {
-            guard let (_, r) = s.findLocked(key, hash: h), !Store.expired(r, now: t) else { return nil }
+            guard let (slot, r) = s.findLocked(key, hash: h), !Store.expired(r, now: t) else { return nil }
             let item = FoundItem(r)
             let c = r.control.load(ordering: .relaxed)
-            return MetaDebugInfo(exptime: item.exptime, lastAccessAge: 0, cas: item.cas,
+            return MetaDebugInfo(exptime: item.exptime, lastAccessAge: s.accessAgeLocked(slot: slot, now: t), cas: item.cas,
                                  fetched: c & RecordControl.fetched != 0,
                                  size: StoreConfig.itemTotalSize(keyCount: key.count, flags: item.flags,
                                                                  valueCount: item.valueCount),
@@ -407,6 +409,8 @@ extension Store {
         public var cas: UInt64
         public var fetched: Bool
         public var size: Int
+        /// Seconds since the item's segment was opened (see `MetaGetState.lastAccessAge`).
+        public var accessAge: Int64
     }
 
     /// Visits live, unexpired items one shard at a time (read lock), at most `limit` (0: all);
@@ -426,7 +430,8 @@ extension Store {
                     batch.append(DumpedItem(key: Array(r.key), valueCount: item.valueCount, exptime: item.exptime,
                                             cas: item.cas, fetched: r.wasFetched,
                                             size: StoreConfig.itemTotalSize(keyCount: r.keyCount, flags: item.flags,
-                                                                            valueCount: item.valueCount)))
+                                                                            valueCount: item.valueCount),
+                                            accessAge: s.accessAgeLocked(slot: i, now: t)))
                 }
             }
             // The caller's work (formatting, writing) runs outside the lock.

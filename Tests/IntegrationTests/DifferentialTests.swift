@@ -9,7 +9,8 @@ private func normalise(_ b: [UInt8]) -> String {
     var s = b.text
     s = s.replacingOccurrences(of: #"(VALUE \S+ \d+ \d+) \d+\r\n"#, with: "$1 <cas>\r\n", options: .regularExpression)
     s = s.replacingOccurrences(of: #"VERSION \S+"#, with: "VERSION <v>", options: .regularExpression)
-    // Meta replies: cas values (` c<n>` flags, `cas=<n>` of me) are the servers' own; a
+    // Meta replies: cas values (` c<n>` flags, `cas=<n>` of me) are the servers' own, and
+    // last-access ages (`l<n>`, `la=<n>`) approximate in Larder; a
     // remaining TTL may be a second apart (the two servers are asked at different moments),
     // so it is rounded up to a multiple of 10 (t29 and t30 compare equal, t30 and t100 not).
     var lines = s.components(separatedBy: "\r\n")
@@ -21,11 +22,14 @@ private func normalise(_ b: [UInt8]) -> String {
             let p = parts[j]
             if code == "ME" {
                 if p.hasPrefix("cas=") { parts[j] = "cas=<cas>" }
+                if p.hasPrefix("la=") { parts[j] = "la=<age>" }
                 if p.hasPrefix("exp="), let v = Int(p.dropFirst(4)), v < -1 { parts[j] = "exp=-\(roundTTL(-v))" }
                 continue
             }
             if p.hasPrefix("c"), p.count > 1, p.dropFirst().allSatisfy(\.isNumber) { parts[j] = "c<cas>" }
             if p.hasPrefix("t"), p.count > 1, let v = Int(p.dropFirst()), v >= 0 { parts[j] = "t\(roundTTL(v))" }
+            // Last-access age is approximate in Larder (docs/PROTOCOL.md).
+            if p.hasPrefix("l"), p.count > 1, p.dropFirst().allSatisfy(\.isNumber) { parts[j] = "l<age>" }
         }
         lines[i] = parts.joined(separator: " ")
     }

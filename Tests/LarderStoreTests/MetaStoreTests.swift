@@ -144,6 +144,25 @@ struct MetaStoreTests {
         #expect(s.counters().copiedForward > 0)
     }
 
+    @Test("l approximates the time since the item was written by its segment's age")
+    func accessAge() {
+        let s = makeStore(shards: 1)
+        _ = s.ms("k", "v")
+        clock.advance(by: 50)
+        var age: Int64 = -1
+        _ = bytes("k").withUnsafeBytes { s.metaGet($0, options: MetaGetOptions()) { _, st in age = st.lastAccessAge } }
+        #expect(age == 50)
+        #expect(bytes("k").withUnsafeBytes { s.metaDebug($0) }?.lastAccessAge == 50)
+        var dumped: [Int64] = []
+        s.dumpItems { dumped.append($0.accessAge); return true }
+        #expect(dumped == [50])
+        // A touch that must add an exptime rewrites the record into a fresh segment: it reads
+        // as just accessed, as memcached's bump after mg ... T makes it.
+        _ = bytes("k").withUnsafeBytes { s.metaGet($0, options: MetaGetOptions(touchTTL: 100)) { _, st in age = st.lastAccessAge } }
+        #expect(age == 50)
+        #expect(bytes("k").withUnsafeBytes { s.metaDebug($0) }?.lastAccessAge == 0)
+    }
+
     @Test("a record for a 16-byte key and 100-byte value is still 128 bytes")
     func recordSize() {
         #expect(Record.size(keyCount: 16, valueCount: 100, flags: 0, exptime: 0, external: false) == 128)
