@@ -28,6 +28,10 @@ public enum Counter: Int, CaseIterable, Sendable {
     case storeTooLarge, storeNoMemory
     /// Delete requests refused for their syntax or key.
     case deleteBadRequest
+    /// `md` with a cas that did not match (memcached counts these in delete_misses).
+    case deleteCasMismatch
+    /// `md ... I`: the item was marked stale instead of removed.
+    case deleteInvalidated
     /// Requests answered with an error line, by any command.
     case protocolErrors
 }
@@ -57,6 +61,11 @@ public enum CommandStatus: Int, CaseIterable, Sendable {
         case .flush_all, .verbosity, .version, .stats: [.ok, .error]
         case .quit: [.ok]
         case .unknown: [.error]
+        case .mg, .ma: [.hit, .miss, .badval, .error]
+        case .ms: [.stored, .notStored, .badval, .miss, .error]
+        case .md: [.hit, .miss, .badval, .error]
+        case .mn, .me: [.ok, .error]
+        case .admin: [.ok, .error]
         }
     }
 }

@@ -106,6 +106,10 @@ public enum Command: Sendable, Equatable {
     case version
     case quit
     case stats(StatsGroup)
+    /// A meta command (`mg ms md ma mn me`); see MetaCommand.swift.
+    case meta(MetaRequest)
+    /// An admin command tools send (`cache_memlimit`, `slabs`, `lru_crawler`, `shutdown`, ...).
+    case admin(AdminCommand)
     /// A request refused by the parser. `command` names the command family it was
     /// (for metrics), `noreply` suppresses the reply as memcached does.
     case invalid(ProtocolError, command: CommandFamily, noreply: Bool)
@@ -115,6 +119,7 @@ public enum Command: Sendable, Equatable {
 public enum CommandFamily: String, Sendable, CaseIterable {
     case get, gets, gat, gats, set, add, replace, append, prepend, cas
     case delete, incr, decr, touch, flush_all, verbosity, version, quit, stats, unknown
+    case mg, ms, md, ma, mn, me, admin
 
     /// Position in `allCases`, without building the array (used on the hot path).
     @inline(__always)
@@ -140,6 +145,13 @@ public enum CommandFamily: String, Sendable, CaseIterable {
         case .quit: 17
         case .stats: 18
         case .unknown: 19
+        case .mg: 20
+        case .ms: 21
+        case .md: 22
+        case .ma: 23
+        case .mn: 24
+        case .me: 25
+        case .admin: 26
         }
     }
 }
@@ -163,4 +175,39 @@ public enum ProtocolError: Error, Sendable, Equatable {
     case statsDetailUsage
     /// `ERROR: shutdown not enabled`
     case shutdownDisabled
+    // Meta commands (memcached 1.6.18's strings, see MetaCommand.swift).
+    /// `CLIENT_ERROR duplicate flag`
+    case metaDuplicateFlag
+    /// `CLIENT_ERROR invalid flag`
+    case metaInvalidFlag
+    /// `CLIENT_ERROR bad token in command line format`
+    case metaBadToken
+    /// `CLIENT_ERROR error decoding key`
+    case metaKeyDecode
+    /// `CLIENT_ERROR incorrect length for M token`
+    case metaModeLength
+    /// `CLIENT_ERROR invalid numeric initial value`
+    case metaInitial
+    /// `CLIENT_ERROR invalid numeric delta value`
+    case metaDelta
+    /// `CLIENT_ERROR invalid or duplicate flag` (md, ma)
+    case metaInvalidOrDuplicate
+    /// `CLIENT_ERROR opaque token too long`
+    case metaOpaqueTooLong
+    /// `CLIENT_ERROR options flags are too long` (mg)
+    case metaGetFlagsTooLong
+    /// `CLIENT_ERROR options flags too long` (ms, md, ma)
+    case metaFlagsTooLong
+    /// `CLIENT_ERROR invalid mode for ms M token`
+    case metaSetMode
+    /// `CLIENT_ERROR invalid mode for ma M token`
+    case metaArithmeticMode
+    /// `CLIENT_ERROR invalid shutdown mode`
+    case shutdownMode
+    /// `CLIENT_ERROR sleep must be one second or less`
+    case crawlerSleep
+    /// `CLIENT_ERROR bad command line` (stats cachedump with too few tokens)
+    case cachedumpUsage
+    /// `CLIENT_ERROR Illegal slab id`
+    case illegalSlabId
 }

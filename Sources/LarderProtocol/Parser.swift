@@ -25,15 +25,15 @@ public enum ParseResult: Sendable, Equatable {
 public struct Parser: Sendable {
     public var limits: ProtocolLimits
     /// Bytes of a refused data block still to discard.
-    private var swallowRemaining = 0
+    var swallowRemaining = 0
     /// Bytes already searched for a newline without finding one (avoids rescanning a growing
     /// line from the start on every read).
     private var scannedWithoutNewline = 0
     /// Total bytes needed before the pending request can complete (line + data + `\r\n`).
-    private var pendingNeed = 0
+    var pendingNeed = 0
 
     /// Token ranges of the current line, reused between calls.
-    private var tokens: [Range<Int>] = []
+    var tokens: [Range<Int>] = []
 
     public init(limits: ProtocolLimits = ProtocolLimits()) {
         self.limits = limits
@@ -92,6 +92,10 @@ public struct Parser: Sendable {
         }
         let cmd = tokens[0]
         let first = buf[cmd.lowerBound]
+        // Meta commands are all two bytes long and start with `m` (memcached checks this first).
+        if first == UInt8(ascii: "m") && cmd.count == 2 {
+            return parseMeta(buf, ntokens: ntokens, lineConsumed: lineConsumed)
+        }
 
         func done(_ c: Command) -> ParseResult {
             pendingNeed = 0
@@ -99,6 +103,11 @@ public struct Parser: Sendable {
         }
         func error(_ e: ProtocolError, _ family: CommandFamily, noreply: Bool = false) -> ParseResult {
             done(.invalid(e, command: family, noreply: noreply))
+        }
+
+        if first == UInt8(ascii: "c") || first == UInt8(ascii: "s") || first == UInt8(ascii: "l")
+            || first == UInt8(ascii: "w"), let admin = parseAdmin(buf, ntokens: ntokens) {
+            return done(admin)
         }
 
         switch first {
@@ -142,7 +151,6 @@ public struct Parser: Sendable {
                 return parseStorage(buf, mode: .set, ntokens: ntokens, lineConsumed: lineConsumed)
             }
             if equals(buf, cmd, "stats") { return parseStats(buf, ntokens: ntokens, done: done, error: error) }
-            if equals(buf, cmd, "shutdown") { return error(.shutdownDisabled, .unknown) }
             return error(.unknownCommand, .unknown)
 
         case UInt8(ascii: "a"):
@@ -303,6 +311,7 @@ public struct Parser: Sendable {
         if equals(buf, sub, "items") { return done(.stats(.items)) }
         if equals(buf, sub, "slabs") { return done(.stats(.slabs)) }
         if equals(buf, sub, "conns") { return done(.stats(.conns)) }
+        if equals(buf, sub, "cachedump") { return done(parseCachedump(buf, ntokens: ntokens)) }
         if equals(buf, sub, "detail") {
             if ntokens >= 4 && equals(buf, tokens[2], "on") { return done(.stats(.detail(on: true))) }
             if ntokens >= 4 && equals(buf, tokens[2], "off") { return done(.stats(.detail(on: false))) }
@@ -315,7 +324,7 @@ public struct Parser: Sendable {
 
     /// Splits `buf[from..<to]` on spaces into `tokens`, at most MAX_TOKENS - 1 of them (as
     /// memcached does). Returns where the untokenized rest starts, or nil if the line is done.
-    private mutating func tokenize(_ buf: UnsafeRawBufferPointer, from: Int, to end: Int) -> Int? {
+    mutating func tokenize(_ buf: UnsafeRawBufferPointer, from: Int, to end: Int) -> Int? {
         tokens.removeAll(keepingCapacity: true)
         guard let base = buf.baseAddress?.assumingMemoryBound(to: UInt8.self), from < end else { return nil }
         // One scan over the line with raw pointer reads (no bounds checks per byte); tokens

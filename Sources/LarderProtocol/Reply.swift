@@ -47,6 +47,23 @@ public enum ReplyEncoder {
         case .invalidExptime: "CLIENT_ERROR invalid exptime argument"
         case .statsDetailUsage: "CLIENT_ERROR usage: stats detail on|off|dump"
         case .shutdownDisabled: "ERROR: shutdown not enabled"
+        case .metaDuplicateFlag: "CLIENT_ERROR duplicate flag"
+        case .metaInvalidFlag: "CLIENT_ERROR invalid flag"
+        case .metaBadToken: "CLIENT_ERROR bad token in command line format"
+        case .metaKeyDecode: "CLIENT_ERROR error decoding key"
+        case .metaModeLength: "CLIENT_ERROR incorrect length for M token"
+        case .metaInitial: "CLIENT_ERROR invalid numeric initial value"
+        case .metaDelta: "CLIENT_ERROR invalid numeric delta value"
+        case .metaInvalidOrDuplicate: "CLIENT_ERROR invalid or duplicate flag"
+        case .metaOpaqueTooLong: "CLIENT_ERROR opaque token too long"
+        case .metaGetFlagsTooLong: "CLIENT_ERROR options flags are too long"
+        case .metaFlagsTooLong: "CLIENT_ERROR options flags too long"
+        case .metaSetMode: "CLIENT_ERROR invalid mode for ms M token"
+        case .metaArithmeticMode: "CLIENT_ERROR invalid mode for ma M token"
+        case .shutdownMode: "CLIENT_ERROR invalid shutdown mode"
+        case .crawlerSleep: "CLIENT_ERROR sleep must be one second or less"
+        case .cachedumpUsage: "CLIENT_ERROR bad command line"
+        case .illegalSlabId: "CLIENT_ERROR Illegal slab id"
         }
     }
 

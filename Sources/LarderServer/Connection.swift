@@ -80,7 +80,7 @@ final class Connection {
         self.worker = worker
         parser = Parser(limits: ProtocolLimits(maxItemSize: worker.context.config.maxItemSize))
         dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
-                                timed: worker.context.config.metricsPort != 0)
+                                timed: worker.context.config.metricsPort != 0, fd: fd)
         tracksIdleness = worker.context.config.idleTimeout > 0
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)
@@ -221,6 +221,13 @@ final class Connection {
                     start += consumed
                     closeAfterWrite = true
                     lingerOnClose = true
+                    pauseReading()
+                    return
+                case .handedOff:
+                    // No shutdown(SHUT_WR): it would act on the socket the new owner writes to.
+                    start += consumed
+                    closeAfterWrite = true
+                    lingerOnClose = false
                     pauseReading()
                     return
                 case .paused(let k):

@@ -14,13 +14,18 @@ struct Dispatcher {
     let counters: CounterBlock
     /// Time each command for the latency histograms (off when metrics are disabled).
     let timed: Bool
+    /// The connection's socket (`watch` hands a duplicate of it to the watch thread; log
+    /// lines name it as memcached's `cfd`); -1 when there is none.
+    let fd: Int32
 
     var store: Store { context.store }
+    var watch: WatchHub { context.watch }
 
-    init(context: ServerContext, counters: CounterBlock, timed: Bool) {
+    init(context: ServerContext, counters: CounterBlock, timed: Bool, fd: Int32 = -1) {
         self.context = context
         self.counters = counters
         self.timed = timed
+        self.fd = fd
     }
 
     enum Next: Equatable {
@@ -28,6 +33,9 @@ struct Dispatcher {
         /// A multi-get stopped before key `nextKey` because its replies reached the
         /// per-connection output limit; `resumeGet` continues it once the client has read.
         case paused(nextKey: Int)
+        /// The connection's socket now belongs to someone else (a `watch` took a duplicate):
+        /// close the descriptor without shutting the socket down.
+        case handedOff
     }
 
     /// Continues a multi-get paused by `.paused(nextKey:)`; `buf` is the same request bytes.
@@ -48,9 +56,11 @@ struct Dispatcher {
             let key = UnsafeRawBufferPointer(rebasing: buf[keys[i]])
             i += 1
             let status: ReadStatus
+            var fetchedSize = 0
             // The reply is written inside the read callback, under the shard's read lock: a
             // value in a segment is copied into the output there.
             func write(_ item: borrowing FoundItem) {
+                fetchedSize = item.valueCount
                 ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
                                                cas: withCas ? item.cas : nil, to: out.text)
                 out.appendData(of: item)
@@ -62,6 +72,7 @@ struct Dispatcher {
                 status = store.read(key, write)
                 counters.add(.cmdGet)
             }
+            if watch.wants(.fetchers) { watch.fetch(key, found: status == .hit, size: fetchedSize, fd: fd) }
             switch status {
             case .hit:
                 counters.add(touch == nil ? .getHits : .gatHits)
@@ -124,10 +135,18 @@ struct Dispatcher {
                 // A set that could not be stored has already unlinked the old value in the
                 // store (memcached's rule), so the client never reads what it tried to replace.
             }
+            if watch.wants(.mutations) {
+                watch.store(UnsafeRawBufferPointer(rebasing: buf[req.key]), status: storeStatus(outcome),
+                            command: storeCommand(req.mode), ttl: req.exptime, size: req.data.count, fd: fd)
+            }
             if !req.noreply { reply(r, &out) }
 
         case .storeTooLarge(let mode, let key, let noreply):
             counters.add(.storeTooLarge)
+            if watch.wants(.mutations) {
+                watch.store(UnsafeRawBufferPointer(rebasing: buf[key]), status: "too_large", command: storeCommand(mode),
+                            ttl: 0, size: 0, fd: fd)
+            }
             counters.add(mode.family, .error)
             if mode == .set { _ = store.delete(UnsafeRawBufferPointer(rebasing: buf[key])) }
             if !noreply { reply(.tooLarge, &out) }
@@ -144,6 +163,11 @@ struct Dispatcher {
             case .expired:
                 counters.add(.deleteExpired)
                 counters.add(.delete, .miss)
+            }
+            if watch.wants(.deletions) {
+                watch.delete(UnsafeRawBufferPointer(rebasing: buf[key]),
+                             outcome: outcome == .deleted ? "deleted" : outcome == .expired ? "expired" : "not_found",
+                             command: "delete", fd: fd)
             }
             if !noreply { reply(outcome == .deleted ? .deleted : .notFound, &out) }
 
@@ -201,10 +225,16 @@ struct Dispatcher {
             counters.add(.stats, .ok)
             StatsReport.render(group, context: context, to: out.text)
 
+        case .meta(let r):
+            runMeta(r, buf, &out)
+
+        case .admin(let a):
+            return runAdmin(a, &out)
+
         case .invalid(let error, let family, let noreply):
             counters.add(.protocolErrors)
             counters.add(family, .error)
-            if family == .delete { counters.add(.deleteBadRequest) }
+            if family == .delete || family == .md { counters.add(.deleteBadRequest) }
             if !noreply { reply(.error(error), &out) }
         }
         return .proceed
@@ -222,18 +252,49 @@ struct Dispatcher {
         case .store, .storeTooLarge: .set
         case .delete: .delete
         case .arithmetic: .incrDecr
+        case .meta(let r):
+            switch r.verb {
+            case .get: .get
+            case .set: .set
+            case .delete: .delete
+            case .arithmetic: .incrDecr
+            case .noop, .debug: .other
+            }
         case .invalid(_, let f, _):
             switch f {
-            case .get, .gets, .gat, .gats: .get
-            case .set, .add, .replace, .append, .prepend, .cas: .set
-            case .delete: .delete
-            case .incr, .decr: .incrDecr
+            case .get, .gets, .gat, .gats, .mg: .get
+            case .set, .add, .replace, .append, .prepend, .cas, .ms: .set
+            case .delete, .md: .delete
+            case .incr, .decr, .ma: .incrDecr
             default: .other
             }
         default: .other
         }
     }
 
+
+    /// memcached's `status=` word of a store log line.
+    func storeStatus(_ o: StoreOutcome) -> StaticString {
+        switch o {
+        case .stored: "stored"
+        case .notStored: "not_stored"
+        case .exists: "exists"
+        case .notFound: "not_found"
+        case .outOfMemory: "no_memory"
+        }
+    }
+
+    /// memcached's `cmd=` word of a store log line.
+    func storeCommand(_ m: StoreMode) -> StaticString {
+        switch m {
+        case .set: "set"
+        case .add: "add"
+        case .replace: "replace"
+        case .append: "append"
+        case .prepend: "prepend"
+        case .cas: "cas"
+        }
+    }
 
     /// The store's operation for a protocol storage mode (the two enums list the same cases
     /// in the same order; the store does not depend on the protocol module).

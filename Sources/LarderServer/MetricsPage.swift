@@ -15,11 +15,13 @@ enum MetricsPage {
         func sum(_ c: Counter) -> UInt64 { blocks.reduce(0) { $0 &+ $1.get(c) } }
         func sum(_ f: CommandFamily, _ s: CommandStatus) -> UInt64 { blocks.reduce(0) { $0 &+ $1.get(f, s) } }
 
-        p.family("larder_deletes_total", .counter, "Delete requests by outcome: deleted (hit), not_found (miss), expired (found but already expired; answered NOT_FOUND), bad_request (refused for syntax or key).")
+        p.family("larder_deletes_total", .counter, "Delete requests by outcome: deleted (hit), not_found (miss), expired (found but already expired; answered NOT_FOUND), bad_request (refused for syntax or key), cas_mismatch (md with a cas that did not match), invalidated (md with I: marked stale, not removed).")
         p.sample("larder_deletes_total", [("outcome", "deleted")], sum(.deleteHits))
         p.sample("larder_deletes_total", [("outcome", "not_found")], sum(.deleteMisses))
         p.sample("larder_deletes_total", [("outcome", "expired")], sum(.deleteExpired))
         p.sample("larder_deletes_total", [("outcome", "bad_request")], sum(.deleteBadRequest))
+        p.sample("larder_deletes_total", [("outcome", "cas_mismatch")], sum(.deleteCasMismatch))
+        p.sample("larder_deletes_total", [("outcome", "invalidated")], sum(.deleteInvalidated))
 
         p.family("larder_commands_total", .counter, "Requests by command and outcome (get keys count one each).")
         for f in CommandFamily.allCases {
@@ -61,8 +63,8 @@ enum MetricsPage {
         p.family("larder_segments_total", .counter, "Segments emptied, by cause: evicted, expired (all items past their exptime).")
         p.sample("larder_segments_total", [("cause", "evicted")], c.segmentsEvicted)
         p.sample("larder_segments_total", [("cause", "expired")], c.segmentsExpired)
-        p.family("larder_limit_bytes", .gauge, "Memory limit for items and index (-m).")
-        p.sample("larder_limit_bytes", [], Double(ctx.config.memoryLimitMB * 1024 * 1024))
+        p.family("larder_limit_bytes", .gauge, "Memory limit for items and index (-m, or the last cache_memlimit).")
+        p.sample("larder_limit_bytes", [], Double(ctx.store.memoryLimit))
         p.family("larder_evictions_total", .counter, "Items evicted to make room.")
         p.sample("larder_evictions_total", [], c.evictions)
         p.family("larder_evicted_unfetched_total", .counter, "Evicted items that were never read.")

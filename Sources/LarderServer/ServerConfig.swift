@@ -41,6 +41,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// `--output-timeout`: close a connection whose replies have sat at the per-connection
     /// output limit (4 MB) this many seconds without the client reading; 0 never.
     public var outputTimeout: Int = 30
+    /// `-A`: allow the `shutdown` command (off by default, as memcached's `-A`).
+    public var enableShutdown: Bool = false
 
     public init() {}
 
@@ -54,6 +56,7 @@ public struct ServerConfig: Sendable, Equatable {
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
+        "enable-shutdown",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -103,6 +106,11 @@ public struct ServerConfig: Sendable, Equatable {
         case "idle-timeout": idleTimeout = try int(0...31_536_000)
         case "client-memory": clientMemoryMB = try int(0...1_048_576)
         case "output-timeout": outputTimeout = try int(0...31_536_000)
+        case "enable-shutdown":
+            guard let b = parseBool(value) else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
+            }
+            enableShutdown = b
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }

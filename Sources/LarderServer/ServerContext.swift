@@ -23,6 +23,8 @@ public final class ServerContext: Sendable {
     public let workerCounters: [CounterBlock]
     /// Runtime verbosity (`verbosity N`).
     public let verbosity = ManagedAtomic<Int>(0)
+    /// `watch` clients and the log lines they receive.
+    public let watch = WatchHub()
     /// Ports actually bound (differ from the config when it asked for port 0).
     public let boundPort = ManagedAtomic<Int>(0)
     /// Wakes the acceptor when it paused accepting for lack of descriptors.
@@ -40,6 +42,11 @@ public final class ServerContext: Sendable {
         workerCounters = (0..<workers).map { _ in CounterBlock() }
         clientMemory = ClientMemory(limitBytes: config.clientMemoryMB * 1024 * 1024, workers: workers)
         verbosity.store(config.verbosity, ordering: .relaxed)
+        let hub = watch
+        store.setEvictionObserver { key, fetched, exptime in
+            guard hub.wants(.evictions) else { return }
+            hub.eviction(key, fetched: fetched, ttl: exptime == 0 ? -1 : exptime - Int64(time(nil)))
+        }
     }
 
     /// Sum of one counter over all workers since the last `stats reset` (what `stats` shows).

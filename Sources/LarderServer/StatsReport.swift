@@ -84,7 +84,7 @@ enum StatsReport {
             ("get_hits", n(.getHits)),
             ("get_misses", n(.getMisses)),
             ("get_expired", n(.getExpired)),
-            ("delete_misses", "\(ctx.total(.deleteMisses) &+ ctx.total(.deleteExpired))"),
+            ("delete_misses", "\(ctx.total(.deleteMisses) &+ ctx.total(.deleteExpired) &+ ctx.total(.deleteCasMismatch))"),
             ("delete_hits", n(.deleteHits)),
             ("incr_misses", n(.incrMisses)),
             ("incr_hits", n(.incrHits)),
@@ -99,7 +99,7 @@ enum StatsReport {
             ("store_no_memory", n(.storeNoMemory)),
             ("bytes_read", n(.bytesRead)),
             ("bytes_written", n(.bytesWritten)),
-            ("limit_maxbytes", "\(ctx.config.memoryLimitMB * 1024 * 1024)"),
+            ("limit_maxbytes", "\(ctx.store.memoryLimit)"),
             ("threads", "\(ctx.config.threads)"),
             ("bytes", "\(c.itemBytes)"),
             ("index_bytes", "\(c.indexBytes)"),
@@ -125,7 +125,7 @@ enum StatsReport {
     static func settings(_ ctx: ServerContext) -> [(String, String)] {
         let cfg = ctx.config
         return [
-            ("maxbytes", "\(cfg.memoryLimitMB * 1024 * 1024)"),
+            ("maxbytes", "\(ctx.store.memoryLimit)"),
             ("maxconns", "\(cfg.maxConnections)"),
             ("tcpport", "\(ctx.boundPort.load(ordering: .relaxed))"),
             ("udpport", "0"),

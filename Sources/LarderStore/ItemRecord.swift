@@ -3,7 +3,10 @@
 // model never sees: no object header, no malloc chunk, no reference count. docs/STORE.md has
 // a diagram of a record's bytes.
 //
-//   byte 0       control (atomic): bits 0-1 frequency (0-3), bit 2 fetched, bit 3 dead
+//   byte 0       control (atomic): bits 0-1 frequency (0-3), bit 2 fetched, bit 3 dead,
+//                bit 4 stale (meta `X`), bit 5 win token sent (meta `W`/`Z`), bit 6 key
+//                stored base64-binary (meta `b`); bits 4-6 are written only under the
+//                shard's write lock (Store+Meta.swift)
 //   byte 1       format: bit 0 flags present, bit 1 exptime present, bit 2 external value,
 //                bits 3-4 (bytes of the value length) - 1
 //   byte 2       key length
@@ -26,6 +29,14 @@ enum RecordControl {
     static let frequencyMask: UInt8 = 0b11
     static let fetched: UInt8 = 0b100
     static let dead: UInt8 = 0b1000
+    /// Meta: invalidated (`md ... I`, `ms ... I` with an older cas); served with `X`.
+    static let stale: UInt8 = 0b1_0000
+    /// Meta: a client has been sent `W` for this item; later ones get `Z`.
+    static let tokenSent: UInt8 = 0b10_0000
+    /// Meta: the key was sent base64-encoded (`b`), so replies re-encode it.
+    static let binaryKey: UInt8 = 0b100_0000
+    /// The meta bits, kept when a record is rewritten for the same item (touch, append).
+    static let metaMask: UInt8 = 0b111_0000
 }
 
 enum RecordFormat {
@@ -135,6 +146,15 @@ struct Record {
         let c = control
         let r = c.load(ordering: .relaxed)
         c.store((r & ~RecordControl.frequencyMask) | f, ordering: .relaxed)
+    }
+
+    /// Sets and clears control bits other than the frequency. Write lock held: no reader
+    /// can be storing the byte at the same time, so this read-modify-write cannot lose an
+    /// update, and the bits it sets are seen by every later reader (the lock orders them).
+    @inline(__always) func updateControlLocked(set: UInt8, clear: UInt8) {
+        let c = control
+        let r = c.load(ordering: .relaxed)
+        c.store((r & ~clear) | set, ordering: .relaxed)
     }
 
     /// Marks the record dead. Write lock held.

@@ -25,6 +25,7 @@ extension Shard {
     /// evict).
     func allocateLocked(size: Int, target: Int, now: Int64) -> (segment: Int32, offset: Int)? {
         precondition(size <= geometry.segmentSize)
+        lastWriteTime = now
         while true {
             let a = active[target]
             if a >= 0 {
@@ -72,6 +73,7 @@ extension Shard {
     }
 
     private func openLocked(_ s: Int32, target: Int) {
+        info[Int(s)].openedAt = lastWriteTime
         info[Int(s)].state = .active
         info[Int(s)].used = 0
         info[Int(s)].maxDeadline = 0
@@ -360,6 +362,7 @@ extension Shard {
             } else {
                 evictions &+= 1
                 if !r.wasFetched { evictedUnfetched &+= 1 }
+                evictionObserver?(r.key, r.wasFetched, r.exptime)
                 if fromSmall { ghostInsertLocked(keyHash(r.key)) }
             }
             if r.isExternal { releaseExternalLocked(r) }

@@ -65,6 +65,10 @@ struct SegmentInfo {
     /// Latest exptime among the records written here; `Int64.max` if one never expires; 0
     /// while empty. The segment expires whole once this has passed.
     var maxDeadline: Int64 = 0
+    /// When the segment was last opened for writing (the write that needed it, or the
+    /// eviction pass copying into it). Meta's `l` / `la` approximate an item's last access by
+    /// it: Larder keeps no per-item access time (see docs/PROTOCOL.md).
+    var openedAt: Int64 = 0
 }
 
 enum SegmentState: UInt8 {
@@ -97,8 +101,9 @@ final class Shard: @unchecked Sendable {
     let lock = RWLock()
     let geometry: SegmentGeometry
     /// Bytes this shard may use (its share of `-m`): segments, index, ghost filter and
-    /// external values together.
-    let limit: Int
+    /// external values together. Lowered or raised at run time by `cache_memlimit` (under
+    /// the write lock, like every other field).
+    @exclusivity(unchecked) var limit: Int
     let evictionDisabled: Bool
     /// The store's key-hash seed and secrets (eviction and index rebuilds rehash keys).
     let hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)
@@ -160,6 +165,20 @@ final class Shard: @unchecked Sendable {
     @exclusivity(unchecked) var copiedForward: UInt64 = 0
     @exclusivity(unchecked) var segmentsEvicted: UInt64 = 0
     @exclusivity(unchecked) var segmentsExpired: UInt64 = 0
+
+    /// Told about every item evicted (not expired) while the write lock is held; set by
+    /// `Store.setEvictionObserver` (the server's `watch evictions`).
+    @exclusivity(unchecked) var evictionObserver: EvictionObserver?
+    /// The clock as the last allocation saw it (stamps segments as they are opened).
+    @exclusivity(unchecked) var lastWriteTime: Int64 = 0
+
+    /// Seconds since the segment holding the item in `slot` was opened: an upper bound on the
+    /// time since the item was written (or last copied forward, which only a read causes).
+    /// Lock held.
+    func accessAgeLocked(slot: Int, now: Int64) -> Int64 {
+        let opened = info[Int(Shard.segment(of: slots[slot]))].openedAt
+        return opened == 0 ? 0 : max(0, now - opened)
+    }
 
     static let initialIndexCapacity = 64
 

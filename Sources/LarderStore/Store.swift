@@ -194,6 +194,8 @@ public final class Store: Sendable {
     }
 
     public var shardCount: Int { shards.count }
+    /// The shards, for the admin operations in Store+Meta.swift.
+    var shardsForAdmin: [Shard] { shards }
     /// The share of `-m` each shard holds (a value must fit in it).
     public var shardLimit: Int { config.memoryLimit / shards.count }
     /// Bytes of one segment.
@@ -209,17 +211,17 @@ public final class Store: Sendable {
     private let secret1: UInt64
 
     @inline(__always)
-    private func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
+    func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
         KeyHash.hash(key, seed: seed, s0: secret0, s1: secret1)
     }
 
     @inline(__always)
-    private func shard(for hash: UInt64) -> Shard {
+    func shard(for hash: UInt64) -> Shard {
         shards[shardBits == 0 ? 0 : Int(hash >> UInt64(64 - shardBits))]
     }
 
     @inline(__always)
-    private func now() -> Int64 {
+    func now() -> Int64 {
         let t = clock.now()
         let f = pendingFlush.load(ordering: .relaxed)
         if f != 0 && t >= f {
@@ -231,7 +233,7 @@ public final class Store: Sendable {
     }
 
     @inline(__always)
-    private static func expired(_ r: Record, now t: Int64) -> Bool {
+    static func expired(_ r: Record, now t: Int64) -> Bool {
         let e = r.exptime
         return e != 0 && e <= t
     }
@@ -257,7 +259,7 @@ public final class Store: Sendable {
         return status
     }
 
-    private func removeIfExpired(_ key: UnsafeRawBufferPointer, hash: UInt64, shard s: Shard, now t: Int64) {
+    func removeIfExpired(_ key: UnsafeRawBufferPointer, hash: UInt64, shard s: Shard, now t: Int64) {
         s.lock.withWriteLock {
             if let (slot, r) = s.findLocked(key, hash: hash), Store.expired(r, now: t) {
                 s.removeLocked(slot: slot, record: r)
@@ -681,11 +683,14 @@ extension Shard {
         if append, case .external(let v, _) = item.value, v.appendInPlace(data) {
             old.setExternalLength(v.count)
             old.setCas(nextCasLocked())
+            old.updateControlLocked(set: 0, clear: RecordControl.stale | RecordControl.tokenSent)
             totalItems &+= 1
             return .stored
         }
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        let control = old.control.load(ordering: .relaxed) & ~RecordControl.dead
+        // memcached's append makes a new item: it is neither stale nor has a token out.
+        let control = old.control.load(ordering: .relaxed)
+            & ~(RecordControl.dead | RecordControl.stale | RecordControl.tokenSent)
         let ok: Bool
         if total > geometry.inlineLimit {
             let capacity = append ? min(max(total, total * 2), max(total, maxItemSize)) : total

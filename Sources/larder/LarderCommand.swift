@@ -40,6 +40,9 @@ struct LarderCommand: ParsableCommand {
     @Flag(name: [.customShort("M"), .customLong("disable-evictions")], help: "Return an error when memory is full instead of evicting.")
     var disableEvictions = false
 
+    @Flag(name: [.customShort("A"), .customLong("enable-shutdown")], help: "Allow the shutdown command.")
+    var enableShutdown = false
+
     @Flag(name: [.customShort("v"), .customLong("verbose")], help: "More logging (repeat for more).")
     var verbose: Int
 
@@ -80,6 +83,7 @@ struct LarderCommand: ParsableCommand {
         add("client-memory", clientMemory)
         add("output-timeout", outputTimeout)
         if disableEvictions { flags.append(("disable-eviction", "true")) }
+        if enableShutdown { flags.append(("enable-shutdown", "true")) }
         if verbose > 0 { flags.append(("verbose", "\(min(verbose, 3))")) }
 
         let cfg: ServerConfig

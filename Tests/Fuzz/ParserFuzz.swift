@@ -95,6 +95,13 @@ func describe(_ c: Command, _ b: UnsafeRawBufferPointer, consumed: Int) -> Strin
     case .stats: mix(11)
     case .invalid(let e, let f, let nr): mix(12); mix(UInt64(f.ordinal)); mix(nr ? 1 : 0)
         mix(UInt64(ReplyEncoder.errorLine(e).utf8CodeUnitCount))
+    case .meta(let r):
+        precondition(r.keyToken.count <= ProtocolLimits.maxKeyLength)
+        mix(13); mix(UInt64(r.verb.rawValue)); bytes(r.keyToken); bytes(r.data)
+        for t in r.flagTokens { bytes(t) }
+        mix(r.flags.seenLow); mix(r.flags.seenHigh); mix(r.tooLarge ? 1 : 0)
+        for k in r.decodedKey ?? [] { mix(UInt64(k)) }
+    case .admin(let a): mix(14); mix(UInt64(String(describing: a).utf8.count))
     }
     return String(h, radix: 16)
 }

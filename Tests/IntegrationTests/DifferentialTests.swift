@@ -9,8 +9,34 @@ private func normalise(_ b: [UInt8]) -> String {
     var s = b.text
     s = s.replacingOccurrences(of: #"(VALUE \S+ \d+ \d+) \d+\r\n"#, with: "$1 <cas>\r\n", options: .regularExpression)
     s = s.replacingOccurrences(of: #"VERSION \S+"#, with: "VERSION <v>", options: .regularExpression)
-    return s
+    // Meta replies: cas values (` c<n>` flags, `cas=<n>` of me) are the servers' own, and
+    // last-access ages (`l<n>`, `la=<n>`) approximate in Larder; a
+    // remaining TTL may be a second apart (the two servers are asked at different moments),
+    // so it is rounded up to a multiple of 10 (t29 and t30 compare equal, t30 and t100 not).
+    var lines = s.components(separatedBy: "\r\n")
+    for (i, line) in lines.enumerated() {
+        guard let code = line.split(separator: " ", maxSplits: 1).first,
+              ["HD", "VA", "EN", "NF", "EX", "NS", "ME"].contains(String(code)) else { continue }
+        var parts = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        for j in 1..<max(1, parts.count) {
+            let p = parts[j]
+            if code == "ME" {
+                if p.hasPrefix("cas=") { parts[j] = "cas=<cas>" }
+                if p.hasPrefix("la=") { parts[j] = "la=<age>" }
+                if p.hasPrefix("exp="), let v = Int(p.dropFirst(4)), v < -1 { parts[j] = "exp=-\(roundTTL(-v))" }
+                continue
+            }
+            if p.hasPrefix("c"), p.count > 1, p.dropFirst().allSatisfy(\.isNumber) { parts[j] = "c<cas>" }
+            if p.hasPrefix("t"), p.count > 1, let v = Int(p.dropFirst()), v >= 0 { parts[j] = "t\(roundTTL(v))" }
+            // Last-access age is approximate in Larder (docs/PROTOCOL.md).
+            if p.hasPrefix("l"), p.count > 1, p.dropFirst().allSatisfy(\.isNumber) { parts[j] = "l<age>" }
+        }
+        lines[i] = parts.joined(separator: " ")
+    }
+    return lines.joined(separator: "\r\n")
 }
+
+private func roundTTL(_ v: Int) -> Int { (v + 9) / 10 * 10 }
 
 private func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
@@ -88,6 +114,44 @@ private let cases: [(String, [UInt8])] = {
         + b("\r\nprepend p 0 0 600000\r\n") + half + b("\r\nappend p 0 0 1\r\nz\r\nget q\r\n")))
     c.append(("append up to -I", b("set p 0 0 524000\r\n") + half[0..<524_000] + b("\r\nappend p 0 0 524000\r\n")
         + half[0..<524_000] + b("\r\nappend p 0 0 1\r\nz\r\nappend p 0 0 1\r\nz\r\nget q\r\n")))
+    // Meta commands (memcached 1.6.18: mg ms md ma mn me, every flag, mode and error).
+    let o33 = "O" + String(repeating: "9", count: 32)
+    let o32 = "O" + String(repeating: "9", count: 31)
+    let manyFlags = "a b c d e f g h i j k l m n o p q r s".split(separator: " ").joined(separator: " ")
+    c += [
+        ("meta mn and me", b("mn\r\nme\r\nme x\r\nms x 1\r\nx\r\nme x\r\nmg x h\r\nme x\r\nme x y\r\nmn x\r\nmz\r\nmgg x\r\nme \(k251)\r\n")),
+        ("me with TTL, flags, binary", b("ms mt 5 T100 F7\r\nhello\r\nme mt\r\nms Zm9v 3 b\r\nbar\r\nme Zm9v b\r\nme foo\r\nme Zm9 b\r\n")),
+        ("mg hit and miss flags", b("ms a 3 F5 T100\r\nabc\r\nmg a\r\nmg a v\r\nmg a s v f t c k O123 h l\r\nmg a q\r\nmg a k q\r\nmg b q\r\nmg b\r\nmg b k O9 v s q\r\nmg b k O9 v s\r\nmn\r\n")),
+        ("mg h and u", b("ms a 1\r\nx\r\nmg a h u\r\nmg a h\r\nmg a h\r\nms a 1\r\ny\r\nmg a h v\r\n")),
+        ("mg touch", b("ms a 1 T100\r\nx\r\nmg a t T30 t\r\nmg a T0 t\r\nmg a T-1 v\r\nmg a v\r\nmg zz T10\r\nmg zz T10 q\r\nmn\r\n")),
+        ("mg errors", b("mg\r\nmg a v v\r\nmg a Zz\r\nmg a Nx\r\nmg a Tx\r\nmg a Rx\r\nmg a E1\r\nmg a S1\r\nmg \(k251)\r\nmg a \(o33)\r\nmg zz \(o33)\r\nmg zz \(o32)\r\nmg a \(manyFlags)\r\nmg a \u{7f}\r\nmg a Tx Zz\r\nmg a Nx Rx\r\nmg a q q\r\nmg a Fx\r\nmg a C1 J5 D3 MX I P L\r\n")),
+        ("ms modes", b("ms a 1 ME\r\n1\r\nms a 1 ME\r\n2\r\nms a 1 MA\r\n3\r\nms a 1 MP\r\n0\r\nmg a v\r\nms b 1 MR\r\nx\r\nms b 1 MA\r\nx\r\nms b 1 MP\r\nx\r\nms a 1 MR\r\nz\r\nms a 1 MS\r\ns\r\nmg a v\r\nmg b v\r\n")),
+        ("ms flags and reply order", b("ms a 2 c k O1 F9 T0\r\nhi\r\nmg a f v\r\nms a 2 O1 k c q\r\nhi\r\nms a 2 ME c k O1\r\nhi\r\nms nn 1 MR c k O2\r\n1\r\nms a 2 C1 c\r\nhi\r\nms zz 2 C1 k\r\nhi\r\nms a 1 MA C1 c\r\n2\r\nms a 1 MA C0 q\r\n3\r\nmg a v\r\nms a 0 s t f v h l u N5 R5\r\n\r\nmg a v\r\n")),
+        ("ms cas round trip", b("ms a 1\r\nx\r\nmg a c\r\n")),
+        ("ms errors", b("ms a\r\nms a x\r\nhi\r\nms a -1\r\nms a 2 Mx\r\nhi\r\nms a 2 MEE\r\nhi\r\nms a 2 Z\r\nhi\r\nms a 2 T T\r\nhi\r\nms a 2 Fx\r\nhi\r\nms a 2 Tx\r\nhi\r\nms a 2 \(o33)\r\nhi\r\nms a 2 \(o33) Mx\r\nhi\r\nms a 2 S2\r\nhi\r\nms a 2 E5\r\nhi\r\nms a S2\r\nhi\r\nms \(k251) 1\r\nx\r\nms a 2 \(manyFlags)\r\nhi\r\nms\r\nmg a v\r\n")),
+        ("ms bad data chunk", b("ms y 2\r\nabc\r\nms y 2 q\r\nabcd\r\nmg y v\r\nms y 1 q\r\nx\nmn\r\n")),
+        ("ms CRLF inside and empty", b("ms v 6\r\na\r\nb\r\n\r\nmg v v\r\nms e 0\r\n\r\nmg e v s\r\n")),
+        ("md", b("ms a 1\r\nx\r\nmd a q\r\nmd a q\r\nmd a\r\nmd a k O5\r\nms a 1\r\nx\r\nmd a C1\r\nmd a C1 q k\r\nmg a v\r\nmd a x\r\nmd a Zz\r\nmd a q q\r\nmd \(k251)\r\nmd a \(o33)\r\nmd a \(manyFlags)\r\nmd\r\nmd a v s t f c\r\nmg a v\r\n")),
+        ("md with cas round trip", b("ms a 1 c\r\nx\r\nmg a\r\n")),
+        ("ma", b("ma n\r\nma n q\r\nma n N0 J5 q\r\nma n q\r\nma n v\r\nma n MD D100 v t\r\nma n M+ D7 v\r\nma n M- D2 v\r\nma n MI v\r\nma n Mx\r\nma n MII\r\nma n Dx\r\nma n Jx\r\nma n D-1\r\nma zz q O5 k\r\nma zz O5 k\r\nma n C1 q O6 k\r\nma n v q t c N0 T0\r\nma n t T50 t\r\nmg n v t\r\nma\r\nma \(k251)\r\nma n \(o33)\r\nma n \(manyFlags)\r\n")),
+        ("ma vivify and TTL", b("ma v N100 J41 v t\r\nma v N100 J41 v t\r\nma w N0 J18446744073709551615 v\r\nma w v\r\nma x N30 T60 t v\r\nma y T60 N30 t v\r\nmg x t\r\nmg y t\r\n")),
+        ("ma on odd values", b("ms s 1\r\nx\r\nma s\r\nms s 2\r\n10\r\nma s MD D5 v\r\nmg s v\r\nma s MD D50 v\r\nms s 20\r\n18446744073709551615\r\nma s v\r\nma s D18446744073709551616\r\n")),
+        ("stale: md I, X and W once", b("ms x 2 T100\r\nhi\r\nmd x I T30\r\nmg x t v\r\nmg x v\r\nmg x\r\nmg x c\r\nms x 3 C999 I\r\nnew\r\nmg x v\r\nms x 3 I\r\nnew\r\nmg x v\r\n")),
+        ("stale: ms with an older cas and I", b("ms x 3 T0\r\nold\r\nms x 3 C1 I\r\nnew\r\nmg x v\r\nmg x v\r\nmd x I q\r\nmg x v\r\nmg x v\r\nmd x I\r\nmg x v\r\nmd x\r\nmg x v\r\n")),
+        ("vivify: N gives W once, then Z", b("mg v N30 s t v\r\nmg v N30 v\r\nmg v v\r\nmg v N30 c t\r\nms v 1\r\nx\r\nmg v v\r\nmg v N30 v\r\nmg w N30 q\r\nmg w N30 q\r\nmg w t N30 t\r\nmn\r\n")),
+        ("recache: R wins once", b("ms r 1 T10\r\nx\r\nmg r R30 v\r\nmg r R30 v\r\nmg r R5 v\r\nmg r h l t\r\nmg r h\r\nms s 1 T100\r\nx\r\nmg s R30 v\r\nmg s T20 R30 v\r\nms u 1\r\nx\r\nmg u R30 v\r\nmg u R0 v\r\nmg u R-1 v\r\n")),
+        ("base64 keys", b("ms Zm9v 3 b F5 T0\r\nbar\r\nmg foo v f k\r\nmg Zm9v b k v s\r\nmg Zm9 b\r\nmg Zm9v= b\r\nmg !!!! b\r\nmg Zg== b k\r\nmg Zg b k\r\nms Zm9v 1 b k c q\r\nx\r\nmd Zm9v b k q\r\nmd Zm9v b k\r\nme Zm9v b\r\nma Zm9v b N0 J1 k v\r\nmg Zm9v b k O1 v\r\nmg Zm9v b b\r\nms AAEC 1 b k\r\nx\r\nmg AAEC b k v\r\nmd AAEC b\r\nms Zm9v 2 b Mx\r\nhi\r\nmg Z=== b\r\nmg ==== b\r\nmg Zg==Zg== b k\r\nmg Z=g= b k\r\nmg Zm9v! b k v\r\nmg Zm9v!! b\r\n")),
+        ("quiet pipeline", b("ms a 1 q\r\n1\r\nms b 1 q\r\n2\r\nmg a q v k\r\nmg zz q v k\r\nmg b q v k O7\r\nmg yy q k\r\nmd zz q\r\nmd a q\r\nma b q\r\nma zz q\r\nmn\r\n")),
+        ("mixed classic and meta", b("set a 0 0 1\r\nx\r\nmg a v f\r\nms b 2 F3\r\nyz\r\nget a b\r\ngets b\r\nincr a 1\r\nset n 0 0 1\r\n5\r\nma n v\r\nincr n 1\r\ndelete b\r\nmd b\r\nappend a 0 0 1\r\nq\r\nmg a v\r\ntouch a 100\r\nmg a t\r\nmn\r\nget a\r\n")),
+        ("classic commands clear stale", b("ms x 1\r\nx\r\nmd x I\r\nappend x 0 0 1\r\ny\r\nmg x v\r\nmd x I\r\nset x 0 0 1\r\nz\r\nmg x v\r\nmd x I\r\ntouch x 100\r\nmg x v\r\n")),
+        ("meta too large", b("ms x 1\r\nx\r\nms x 1048576\r\n") + [UInt8](repeating: 0x61, count: 1_048_578) + b("mg x v\r\nms x 1048576 q T0 MA\r\n") + [UInt8](repeating: 0x61, count: 1_048_578) + b("mn\r\n")),
+        // Admin commands tools send.
+        ("cache_memlimit", b("cache_memlimit 4\r\ncache_memlimit 2000000000\r\ncache_memlimit x\r\ncache_memlimit 64 noreply\r\ncache_memlimit\r\ncache_memlimit 32\r\ncache_memlimit 64\r\ncache_memlimit 1 2 3\r\ncache_memlimit 4 noreply\r\n")),
+        ("slabs", b("slabs reassign 1 1\r\nslabs reassign 0 1\r\nslabs reassign 1 2\r\nslabs reassign x 2\r\nslabs reassign 1 39\r\nslabs reassign 1 40\r\nslabs reassign 1 2 3\r\nslabs automove 3\r\nslabs automove 1\r\nslabs automove 0\r\nslabs automove x\r\nslabs automove ratio 0.5\r\nslabs automove ratio\r\nslabs automove ratio x 1\r\nslabs automove 1 noreply\r\nslabs\r\nslabs foo\r\n")),
+        ("stats cachedump forms", b("stats cachedump\r\nstats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 64 1\r\nstats cachedump 50 0\r\n")),
+        ("lru_crawler forms", b("lru_crawler crawl all\r\nlru_crawler tocrawl 5\r\nlru_crawler tocrawl x\r\nlru_crawler sleep 100\r\nlru_crawler sleep 2000000\r\nlru_crawler x\r\nlru_crawler\r\nlru_crawler metadump\r\n")),
+        ("shutdown without -A", b("shutdown\r\nshutdown x\r\nshutdown graceful\r\nget a\r\n")),
+    ]
     c.append(("too-large add keeps it", b("set z 0 0 1\r\nx\r\nadd z 0 0 3000000\r\n") + [UInt8](repeating: 0x61, count: 3_000_002) + b("get z\r\n")))
     return c
 }()

@@ -191,15 +191,23 @@ final class TestClient: @unchecked Sendable {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         if rc != 0 {
-            Glibc.close(fd)
-            throw TestFailure("connect to \(port) failed: errno \(errno)")
+            let e = errno
+            close()
+            throw TestFailure("connect to \(port) failed: errno \(e)")
         }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
-    func close() { Glibc.close(fd) }
-    deinit { Glibc.close(fd) }
+    private var isClosed = false
+    /// Closes the socket once: a second close(2) of the number could close a descriptor
+    /// another test (running in parallel) has been given since.
+    func close() {
+        if isClosed { return }
+        isClosed = true
+        Glibc.close(fd)
+    }
+    deinit { close() }
 
     func send(_ bytes: [UInt8]) throws {
         var off = 0

@@ -46,6 +46,11 @@ func render(_ c: Command, _ buf: UnsafeRawBufferPointer) -> String {
     case .quit: return "quit"
     case .stats(let g): return "stats \(g)"
     case .invalid(let e, let fam, let nr): return "invalid \(ReplyEncoder.errorLine(e)) [\(fam.rawValue)]\(nr ? " noreply" : "")"
+    case .meta(let r):
+        let key = r.decodedKey.map { "b64:" + String(decoding: $0, as: UTF8.self) } ?? s(r.keyToken)
+        let flags = r.flagTokens.map { s($0) }.joined(separator: ",")
+        return "\(r.verb.family.rawValue) \(key) [\(flags)]\(r.verb == .set ? " data=\(s(r.data).debugDescription)" : "")\(r.tooLarge ? " too-large" : "")"
+    case .admin(let a): return "admin \(a)"
     }
 }
 

@@ -47,3 +47,26 @@ def test_netcat_session(larder):
         ["nc", "-q", "1", "127.0.0.1", str(larder.port)],
         input=b"set a 0 0 1\r\nx\r\nget a\r\n", capture_output=True, timeout=10)
     assert out.stdout == b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+
+
+def test_pymemcache_admin_commands(larder):
+    """pymemcache's own integration suite sends these (stats cachedump, cache_memlimit)."""
+    c = Client(("127.0.0.1", larder.port), connect_timeout=5, timeout=5)
+    c.set("dumped", b"abc", expire=0)
+    dump = c.stats("cachedump", "1", "0")
+    assert dump[b"dumped"] == b"[3 b; 0 s]"
+    assert c.stats("cachedump", "2", "1") == {}
+    assert c.cache_memlimit(32) is True
+    assert c.stats()[b"limit_maxbytes"] == 32 * 1024 * 1024
+    assert c.cache_memlimit(64) is True
+    assert c.stats("settings")[b"maxbytes"] == 64 * 1024 * 1024
+    c.close()
+
+
+def test_meta_stampede_session_over_netcat(larder):
+    """The README's stampede-protection session, byte for byte."""
+    out = subprocess.run(
+        ["nc", "-q", "1", "127.0.0.1", str(larder.port)],
+        input=b"mg page N30 v t\r\nmg page N30 v t\r\nms page 5 T300\r\nhello\r\nmg page v t\r\n",
+        capture_output=True, timeout=10)
+    assert out.stdout == (b"VA 0 t30 W\r\n\r\nVA 0 t30 Z\r\n\r\nHD\r\nVA 5 t300\r\nhello\r\n")
