@@ -178,10 +178,10 @@ public enum FlagParser {
 
     /// `larder --help`: the flags by group, memcached's layout (`-p, --port=<num>  text`).
     public static func helpText(version: String) -> String {
-        var s = "larder \(version)\n"
-        s += "An in-memory cache server that speaks the memcached text protocol.\n\n"
-        s += "Usage: larder [flags]\n"
-        let width = 28
+        var s = "Usage: larder [flags]\n"
+        s += "larder \(version): an in-memory cache server that speaks the memcached text protocol.\n"
+        // Option column, then the text; help2man (scripts/package) needs two spaces between.
+        let width = 30
         for group in FlagGroup.allCases {
             let flags = table.filter { $0.group == group }
             if flags.isEmpty { continue }
@@ -191,7 +191,7 @@ public enum FlagParser {
                 left += f.short.map { "-\($0), " } ?? "    "
                 left += "--\(f.long)"
                 if let v = f.value { left += "=\(v)" }
-                if left.count < width {
+                if left.count <= width - 2 {
                     left += String(repeating: " ", count: width - left.count)
                 } else {
                     left += "\n" + String(repeating: " ", count: width)

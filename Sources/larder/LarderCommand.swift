@@ -10,9 +10,10 @@ import Glibc
 /// The Larder release and the memcached protocol version it follows, both taken from the one
 /// `larderVersion` string ("1.6.18-larder-0.1.0").
 func versionParts() -> (larder: String, memcached: String) {
-    let parts = larderVersion.split(separator: "-larder-", maxSplits: 1)
-    guard parts.count == 2 else { return (larderVersion, "?") }
-    return (String(parts[1]), String(parts[0]))
+    // "<memcached version>-larder-<release>"; neither part contains a '-'.
+    guard let first = larderVersion.firstIndex(of: "-"), let last = larderVersion.lastIndex(of: "-"),
+          larderVersion[first...last] == "-larder-" else { return (larderVersion, "?") }
+    return (String(larderVersion[larderVersion.index(after: last)...]), String(larderVersion[..<first]))
 }
 
 enum LarderCommand {
