@@ -131,6 +131,18 @@ struct ConfigTests {
         }
     }
 
+    @Test("the shipped Config/larder.conf (the package's /etc/larder/larder.conf) is accepted")
+    func shippedConfig() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let file = root.appendingPathComponent("Config/larder.conf").path
+        let s = try ServerProcess.larder(["--config", file, "-m", "32"])
+        defer { s.stop() }
+        let st = try stats(port: s.port)
+        #expect(st["limit_maxbytes"] == "\(32 * 1024 * 1024)")
+        #expect(st["max_connections"] == "1024")
+    }
+
     @Test("a directory given as the config file is refused")
     func directoryAsFile() throws {
         let (status, out) = try runLarderExpectingExit(["--config", NSTemporaryDirectory()])
