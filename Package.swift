@@ -49,8 +49,9 @@ let package = Package(
         .executableTarget(
             name: "larder",
             dependencies: [
+                // No swift-argument-parser here: it brings FoundationEssentials into the server
+                // (LarderServer's FlagParser reads the flags and the config file instead).
                 "LarderServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

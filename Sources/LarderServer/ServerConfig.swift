@@ -130,11 +130,15 @@ public struct ServerConfig: Sendable, Equatable {
         }
     }
 
-    /// Loads a config file into `self`: `setting: value` lines (the YAML subset
-    /// Config/larder.yml uses), `#` comments and blank lines. Anything else — an unknown or
-    /// repeated setting, a nested value, a line without a colon — is refused naming the file,
-    /// the line and the setting.
-    public mutating func applyFile(_ path: String) throws(ConfigError) {
+    /// Loads a config file into `self`. Two formats, told apart by the first entry:
+    /// - `larder.conf` (memcached's Debian convention): one command-line flag per line
+    ///   (`-m 64`, `--memory-limit 64`, `--memory-limit=64`, `-M`, `-vv`), `#` comments and blank
+    ///   lines, parsed by `FlagParser`, the parser of the command line itself.
+    /// - the old `setting: value` lines of `Config/larder.yml` (a YAML subset), still read for
+    ///   this release with a deprecation notice appended to `notices`.
+    /// Anything else — an unknown or repeated setting, two flags on a line, a nested value, a
+    /// line of the other format — is refused naming the file, the line and the setting.
+    public mutating func applyFile(_ path: String, notices: inout [String]) throws(ConfigError) {
         var st = stat()
         guard stat(path, &st) == 0 else {
             throw ConfigError(setting: "config", source: path, message: "cannot read the file: \(String(cString: strerror(errno)))")
@@ -148,14 +152,76 @@ public struct ServerConfig: Sendable, Equatable {
         guard let text = readTextFile(path) else {
             throw ConfigError(setting: "config", source: path, message: "cannot read the file (or it is not a file)")
         }
-        var seen: [String: Int] = [:]
+        // Lines without comments, numbered from 1, blank ones dropped.
+        var lines: [(number: Int, text: String, indented: Bool)] = []
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let where_ = "\(path), line \(n + 1)"
             var line = Substring(raw)
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
             let trimmed = String(line).trimmingCharacters(in: " \t\r")
             if trimmed.isEmpty || trimmed == "---" { continue }
-            if line.first == " " || line.first == "\t" {
+            lines.append((n + 1, trimmed, line.first == " " || line.first == "\t"))
+        }
+        if let first = lines.first, !first.text.hasPrefix("-") {
+            notices.append("\(path) is in the old 'setting: value' format, read for this release only; "
+                + "write one flag per line instead (e.g. '--memory-limit 64'; see larder --help)")
+            try applyLegacyLines(lines, path: path)
+        } else {
+            try applyFlagLines(lines, path: path)
+        }
+    }
+
+    /// Loads a config file, dropping notices (for callers that have nowhere to show them).
+    public mutating func applyFile(_ path: String) throws(ConfigError) {
+        var notices: [String] = []
+        try applyFile(path, notices: &notices)
+    }
+
+    /// `larder.conf` lines: each one flag with its value, as on the command line.
+    private mutating func applyFlagLines(_ lines: [(number: Int, text: String, indented: Bool)],
+                                         path: String) throws(ConfigError) {
+        var seen: [String: Int] = [:]
+        for line in lines {
+            let where_ = "\(path), line \(line.number)"
+            let words = line.text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard words[0].hasPrefix("-") else {
+                throw ConfigError(setting: "config", source: where_,
+                                  message: "expected one flag per line, e.g. '--memory-limit 64' (got '\(line.text)')")
+            }
+            let parsed: [ParsedFlag]
+            do {
+                parsed = try FlagParser.parse(words)
+            } catch {
+                throw ConfigError(setting: words[0], source: where_, message: error.message)
+            }
+            let settings = FlagParser.settings(parsed)
+            for p in parsed {
+                switch p.spec.kind {
+                case .config, .help, .version:
+                    throw ConfigError(setting: p.written, source: where_, message: "not allowed in a config file")
+                default: break
+                }
+            }
+            let names = Set(settings.map(\.setting))
+            guard settings.count == 1, names.count == 1 else {
+                throw ConfigError(setting: words[0], source: where_, message: "one flag per line, please")
+            }
+            let (key, value, written) = settings[0]
+            if let first = seen[key] {
+                throw ConfigError(setting: key, source: where_, message: "set twice (first on line \(first))")
+            }
+            seen[key] = line.number
+            try apply(key, value, source: "\(where_) (\(written))")
+        }
+    }
+
+    /// The deprecated `setting: value` lines of Config/larder.yml.
+    private mutating func applyLegacyLines(_ lines: [(number: Int, text: String, indented: Bool)],
+                                           path: String) throws(ConfigError) {
+        var seen: [String: Int] = [:]
+        for line in lines {
+            let where_ = "\(path), line \(line.number)"
+            let trimmed = line.text
+            if line.indented {
                 throw ConfigError(setting: "config", source: where_, message: "expected 'setting: value' at the start of the line")
             }
             guard let colon = trimmed.firstIndex(of: ":") else {
@@ -172,7 +238,7 @@ public struct ServerConfig: Sendable, Equatable {
             if let first = seen[key] {
                 throw ConfigError(setting: key, source: where_, message: "set twice (first on line \(first))")
             }
-            seen[key] = n + 1
+            seen[key] = line.number
             if value.isEmpty {
                 throw ConfigError(setting: key, source: where_, message: "expected a single value")
             }
@@ -195,15 +261,23 @@ public struct ServerConfig: Sendable, Equatable {
     }
 
     /// Builds the configuration: defaults, then the file, then the environment, then flags.
+    /// Warnings (a deprecated file format) are appended to `notices`.
     public static func resolve(file: String?, environment: [String: String],
-                               flags: [(String, String)]) throws(ConfigError) -> ServerConfig {
+                               flags: [(String, String)], notices: inout [String]) throws(ConfigError) -> ServerConfig {
         var c = ServerConfig()
         let path = file ?? environment["LARDER_CONFIG"]
-        if let path { try c.applyFile(path) }
+        if let path { try c.applyFile(path, notices: &notices) }
         try c.applyEnvironment(environment)
         for (k, v) in flags { try c.apply(k, v, source: "command-line flag --\(k)") }
         try c.validate()
         return c
+    }
+
+    /// `resolve` for callers that show no notices.
+    public static func resolve(file: String?, environment: [String: String],
+                               flags: [(String, String)]) throws(ConfigError) -> ServerConfig {
+        var notices: [String] = []
+        return try resolve(file: file, environment: environment, flags: flags, notices: &notices)
     }
 }
 

@@ -1,2 +1,2 @@
 // Entry point: wiring only (see LarderCommand.swift).
-LarderCommand.main()
+LarderCommand.main(Array(CommandLine.arguments.dropFirst()))

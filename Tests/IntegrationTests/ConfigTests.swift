@@ -1,4 +1,6 @@
-// Configuration precedence and refusal of bad settings, through the real binary.
+// Configuration precedence and refusal of bad settings, through the real binary: the config
+// file in both formats (larder.conf, one flag per line; the deprecated `setting: value` lines
+// of Config/larder.yml), --help and --version.
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -13,9 +15,12 @@ struct ConfigTests {
         return path
     }
 
-    @Test("flag beats environment beats file beats default")
-    func precedence() throws {
-        let file = try writeConfig("# test\nmemory-limit: 32\nthreads: 1\nconn-limit: 77\n")
+    @Test("flag beats environment beats file beats default", arguments: [
+        "# test\n--memory-limit 32\n-t 1   # one thread\n\n-c77\n",
+        "# test (the deprecated format)\nmemory-limit: 32\nthreads: 1\nconn-limit: 77\n",
+    ])
+    func precedence(text: String) throws {
+        let file = try writeConfig(text)
         defer { unlink(file) }
         func limit(_ args: [String], env: [String: String]) throws -> (String?, String?, String?) {
             let s = try ServerProcess.larder(args, env: env)
@@ -73,6 +78,69 @@ struct ConfigTests {
         let (status, out) = try runLarderExpectingExit(["--config", file])
         #expect(status == 64)
         #expect(out.contains(message) && out.contains(line), "stderr was: \(out)")
+    }
+
+    @Test("larder.conf entries that are repeated, unknown, bad, or not one flag are refused with file, line and setting",
+          arguments: [
+        ("-t 1\n-p 0\n--threads=2\n", "threads", "set twice (first on line 1)", "line 3"),
+        ("# c\n\n--memory-limt 64\n", "--memory-limt", "unknown flag", "line 3"),
+        ("-m 64\n-t lots\n", "threads", "'lots' is not a whole number", "line 2"),
+        ("-p 0 -t 1\n", "-p", "one flag per line", "line 1"),
+        ("-p 0\nthreads: 1\n", "config", "expected one flag per line", "line 2"),
+        ("-p 0\n--config /etc/other.conf\n", "--config", "not allowed in a config file", "line 2"),
+        ("-v\n-p 0\n-vv\n", "verbose", "set twice", "line 3"),
+        ("-I\n", "-I", "needs a value", "line 1"),
+    ])
+    func badConfShapes(text: String, setting: String, message: String, line: String) throws {
+        let file = try writeConfig(text)
+        defer { unlink(file) }
+        let (status, out) = try runLarderExpectingExit(["--config", file])
+        #expect(status == 64)
+        #expect(out.contains("'\(setting)'") && out.contains(message) && out.contains("\(file), \(line)"), "stderr was: \(out)")
+    }
+
+    @Test("the old 'setting: value' format is still read, with a deprecation warning")
+    func legacyWarning() throws {
+        let file = try writeConfig("threads: 1\nmemory-limit: 1\n")
+        defer { unlink(file) }
+        // -I 1m over half of -m 1 stops it after the file was read, so the warning is seen.
+        let (status, out) = try runLarderExpectingExit(["--config", file, "-I", "1m"])
+        #expect(status == 64)
+        #expect(out.contains("warning: \(file) is in the old 'setting: value' format"), "stderr was: \(out)")
+        #expect(out.contains("max-item-size"), "stderr was: \(out)")
+    }
+
+    @Test("an unknown flag or a stray argument on the command line: exit 64")
+    func badCommandLine() throws {
+        for args in [["--port-number", "1"], ["-x"], ["11211"], ["-p"]] {
+            let (status, out) = try runLarderExpectingExit(args)
+            #expect(status == 64, "\(args)")
+            #expect(out.contains("larder --help"), "stderr was: \(out)")
+        }
+    }
+
+    @Test("--version names Larder's release and the memcached protocol; --help groups the flags")
+    func versionAndHelp() throws {
+        let (vStatus, version) = try runLarderCapturingStdout(["--version"])
+        #expect(vStatus == 0)
+        #expect(version.hasPrefix("larder 0.") && version.contains("memcached text protocol 1.6"), "\(version)")
+        let (hStatus, help) = try runLarderCapturingStdout(["-h"])
+        #expect(hStatus == 0)
+        for g in ["Connection:", "Memory:", "Clients:", "Metrics:", "Debugging:", "-p, --port=<num>", "-V, --version"] {
+            #expect(help.contains(g), "\(g)")
+        }
+    }
+
+    @Test("the shipped Config/larder.conf (the package's /etc/larder/larder.conf) is accepted")
+    func shippedConfig() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let file = root.appendingPathComponent("Config/larder.conf").path
+        let s = try ServerProcess.larder(["--config", file, "-m", "32"])
+        defer { s.stop() }
+        let st = try stats(port: s.port)
+        #expect(st["limit_maxbytes"] == "\(32 * 1024 * 1024)")
+        #expect(st["max_connections"] == "1024")
     }
 
     @Test("a directory given as the config file is refused")

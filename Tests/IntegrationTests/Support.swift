@@ -312,3 +312,19 @@ func metric(_ page: String, _ sample: String) -> Double? {
     }
     return nil
 }
+
+/// Runs larder with `args` to completion (`--help`, `--version`); returns its exit status and
+/// what it wrote to stdout.
+func runLarderCapturingStdout(_ args: [String]) throws -> (status: Int32, stdout: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: TestEnv.larderBinary)
+    p.arguments = args
+    p.environment = larderEnvironment([:])
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (p.terminationStatus, text)
+}
