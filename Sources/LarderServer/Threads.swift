@@ -29,7 +29,7 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthrea
     return tid
 }
 
-/// A mutex for the few cold paths that need one (the accept hand-off queue).
+/// A mutex for the few paths that need one (the accept hand-off queue, the watch buffers).
 final class Mutex: @unchecked Sendable {
     // @unchecked Sendable: pthread_mutex_t is pinned on the heap and is itself thread-safe.
     private let m: UnsafeMutablePointer<pthread_mutex_t>
@@ -47,4 +47,8 @@ final class Mutex: @unchecked Sendable {
         defer { pthread_mutex_unlock(m) }
         return try body()
     }
+    func lock() { pthread_mutex_lock(m) }
+    func unlock() { pthread_mutex_unlock(m) }
+    /// Takes the lock only if it is free (the watch buffers: a worker never waits).
+    func tryLock() -> Bool { pthread_mutex_trylock(m) == 0 }
 }

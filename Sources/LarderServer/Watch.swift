@@ -18,31 +18,13 @@ import Glibc
 /// module does not export the macro.
 private let msgNoSignal: Int32 = 0x4000
 
-/// A pthread mutex with a non-blocking try (workers use only `tryLock`).
-final class TryMutex: @unchecked Sendable {
-    // @unchecked Sendable: pthread_mutex_t is pinned on the heap and is itself thread-safe.
-    private let m: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        m = .allocate(capacity: 1)
-        m.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(m, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(m)
-        m.deallocate()
-    }
-    func lock() { pthread_mutex_lock(m) }
-    func tryLock() -> Bool { pthread_mutex_trylock(m) == 0 }
-    func unlock() { pthread_mutex_unlock(m) }
-}
-
 /// One watching client.
 final class Watcher: @unchecked Sendable {
     // @unchecked Sendable: `buffer` is guarded by `lock`; `outgoing` is used only by the
     // watch thread; `skipped` and `closed` are atomics; `fd` and `classes` never change.
     let fd: Int32
     let classes: WatchClasses
-    let lock = TryMutex()
+    let lock = Mutex()
     /// Lines queued by workers, not yet taken by the watch thread.
     var buffer: [UInt8] = []
     /// Lines the workers could not queue (buffer full or busy).
@@ -72,7 +54,7 @@ public final class WatchHub: @unchecked Sendable {
     let mask = ManagedAtomic<UInt8>(0)
     /// memcached's global log entry id.
     private let gid = ManagedAtomic<UInt64>(0)
-    private let listLock = TryMutex()
+    private let listLock = Mutex()
     private var watchers: [Watcher] = []
     private var threadStarted = false
 

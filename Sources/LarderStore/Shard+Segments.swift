@@ -27,17 +27,7 @@ extension Shard {
         precondition(size <= geometry.segmentSize)
         lastWriteTime = now
         while true {
-            let a = active[target]
-            if a >= 0 {
-                let used = Int(info[Int(a)].used)
-                if used + size <= geometry.segmentSize {
-                    info[Int(a)].used = Int32(used + size)
-                    segmentBytesUsed += size
-                    return (a, used)
-                }
-                active[target] = -1
-                sealLocked(a, target: target)
-            }
+            if let room = roomInOpenSegmentLocked(size: size, target: target) { return room }
             guard let s = acquireSegmentLocked(now: now) else { return nil }
             if active[target] >= 0 {
                 // Eviction opened a segment for this target meanwhile: use that one.
@@ -52,17 +42,7 @@ extension Shard {
     /// `target`, or the reserve segment when that is full. One pass copies at most one
     /// segment's worth, so the reserve always suffices.
     func copySpaceLocked(size: Int, target: Int) -> (segment: Int32, offset: Int) {
-        let a = active[target]
-        if a >= 0 {
-            let used = Int(info[Int(a)].used)
-            if used + size <= geometry.segmentSize {
-                info[Int(a)].used = Int32(used + size)
-                segmentBytesUsed += size
-                return (a, used)
-            }
-            active[target] = -1
-            sealLocked(a, target: target)
-        }
+        if let room = roomInOpenSegmentLocked(size: size, target: target) { return room }
         let s = reserve >= 0 ? reserve : popFreeLocked()
         precondition(s >= 0, "no reserve segment for copy-forward")
         if s == reserve { reserve = -1 }
@@ -70,6 +50,22 @@ extension Shard {
         info[Int(s)].used = Int32(size)
         segmentBytesUsed += size
         return (s, 0)
+    }
+
+    /// Reserves `size` bytes in the open segment for `target` if it has them; otherwise seals
+    /// that segment (if any) and returns nil.
+    private func roomInOpenSegmentLocked(size: Int, target: Int) -> (segment: Int32, offset: Int)? {
+        let a = active[target]
+        guard a >= 0 else { return nil }
+        let used = Int(info[Int(a)].used)
+        if used + size <= geometry.segmentSize {
+            info[Int(a)].used = Int32(used + size)
+            segmentBytesUsed += size
+            return (a, used)
+        }
+        active[target] = -1
+        sealLocked(a, target: target)
+        return nil
     }
 
     private func openLocked(_ s: Int32, target: Int) {
