@@ -181,6 +181,13 @@ extension Shard {
         staleEntries += Int(info[i].liveItems)
         count -= Int(info[i].liveItems)
         liveBytes -= Int(info[i].liveBytes)
+        recycleLocked(s)
+    }
+
+    /// An emptied segment (its records already accounted for) goes back: zeroed, then into
+    /// reserve if that is empty, else onto the free list.
+    private func recycleLocked(_ s: Int32) {
+        let i = Int(s)
         segmentBytesUsed -= Int(info[i].used)
         info[i].liveItems = 0
         info[i].liveBytes = 0
@@ -366,18 +373,7 @@ extension Shard {
             count -= 1
             staleEntries += 1
         }
-        segmentBytesUsed -= end
-        info[vi].liveItems = 0
-        info[vi].liveBytes = 0
-        info[vi].externals = 0
-        info[vi].used = 0
-        info[vi].maxDeadline = 0
-        if reserve < 0 {
-            reserve = v
-            info[vi].state = .reserve
-        } else {
-            pushFreeLocked(v)
-        }
+        recycleLocked(v)
     }
 
     // MARK: FIFO links

@@ -137,13 +137,9 @@ extension Store {
         }
         return s.lock.withWriteLock {
             var status = ReadStatus.miss
-            var found = s.findLocked(key, hash: h)
-            if let (slot, r) = found, Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                found = nil
-                status = .expired
-            }
+            let lookup = s.findLiveLocked(key, hash: h, now: t)
+            let found = lookup.found
+            if case .expired = lookup { status = .expired }
             var state = MetaGetState()
             guard var (slot, r) = found else {
                 guard let n = options.vivifyTTL else { return status }
@@ -208,12 +204,7 @@ extension Store {
         }
         let keyBit = binaryKey ? RecordControl.binaryKey : 0
         return s.lock.withWriteLock {
-            var found = s.findLocked(key, hash: h)
-            if let (slot, r) = found, Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                found = nil
-            }
+            let found = s.findLiveLocked(key, hash: h, now: t).found
             var control = keyBit
             switch mode {
             case .set:
@@ -263,12 +254,7 @@ extension Store {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard var (slot, r) = s.findLocked(key, hash: h) else { return .notFound }
-            if Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                return .notFound
-            }
+            guard case .live(var slot, var r) = s.findLiveLocked(key, hash: h, now: t) else { return .notFound }
             if let c = cas, r.cas != c { return .exists }
             if !invalidate {
                 s.removeLocked(slot: slot, record: r)
@@ -298,12 +284,7 @@ extension Store {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            var found = s.findLocked(key, hash: h)
-            if let (slot, r) = found, Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                found = nil
-            }
+            let found = s.findLiveLocked(key, hash: h, now: t).found
             let touchDeadline = touchTTL.map { absoluteExpiry($0, now: t) } ?? 0
             var created = false
             var result: UInt64

@@ -275,11 +275,11 @@ public final class Store: Sendable {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let (slot, r) = s.findLocked(key, hash: h) else { return .miss }
-            if Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                return .expired
+            let slot: Int, r: Record
+            switch s.findLiveLocked(key, hash: h, now: t) {
+            case .live(let i, let record): (slot, r) = (i, record)
+            case .absent: return .miss
+            case .expired: return .expired
             }
             guard let found = s.touchLocked(key, hash: h, slot: slot, record: r,
                                             deadline: absoluteExpiry(exptime, now: t), now: t) else {
@@ -336,12 +336,7 @@ public final class Store: Sendable {
             large = LargeValue(capacity: value.count, filling: (value, empty))
         }
         return s.lock.withWriteLock {
-            var found = s.findLocked(key, hash: h)
-            if let (slot, r) = found, Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                found = nil
-            }
+            let found = s.findLiveLocked(key, hash: h, now: t).found
             switch mode {
             case .set:
                 break
@@ -380,11 +375,13 @@ public final class Store: Sendable {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let (slot, r) = s.findLocked(key, hash: h) else { return .notFound }
-            let expired = Store.expired(r, now: t)
-            s.removeLocked(slot: slot, record: r)
-            if expired { s.reclaimed &+= 1 }
-            return expired ? .expired : .deleted
+            switch s.findLiveLocked(key, hash: h, now: t) {
+            case .live(let slot, let r):
+                s.removeLocked(slot: slot, record: r)
+                return .deleted
+            case .absent: return .notFound
+            case .expired: return .expired
+            }
         }
     }
 
@@ -394,12 +391,7 @@ public final class Store: Sendable {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let (slot, r) = s.findLocked(key, hash: h) else { return false }
-            if Store.expired(r, now: t) {
-                s.removeLocked(slot: slot, record: r)
-                s.reclaimed &+= 1
-                return false
-            }
+            guard case .live(let slot, let r) = s.findLiveLocked(key, hash: h, now: t) else { return false }
             return s.touchLocked(key, hash: h, slot: slot, record: r,
                                  deadline: absoluteExpiry(exptime, now: t), now: t) != nil
         }
@@ -413,12 +405,7 @@ public final class Store: Sendable {
         let h = hash(key)
         let s = shard(for: h)
         return s.lock.withWriteLock {
-            guard let (slot, old) = s.findLocked(key, hash: h) else { return .notFound }
-            if Store.expired(old, now: t) {
-                s.removeLocked(slot: slot, record: old)
-                s.reclaimed &+= 1
-                return .notFound
-            }
+            guard case .live(_, let old) = s.findLiveLocked(key, hash: h, now: t) else { return .notFound }
             let oldItem = FoundItem(old)
             guard let current = oldItem.withValue({ parseStoredNumber($0) }) else { return .nonNumeric }
             let result = incr ? current &+ delta : (delta > current ? 0 : current - delta)
@@ -623,6 +610,31 @@ extension Shard {
             occupyLocked(free, with: e)
         }
         return true
+    }
+
+    /// What a writer finds under a key: a live record, nothing, or a record that had expired
+    /// (removed here and counted in `reclaimed`, so callers never handle expired items).
+    enum LiveLookup {
+        case live(slot: Int, record: Record)
+        case absent, expired
+
+        /// The live record, if there is one.
+        var found: (slot: Int, record: Record)? {
+            if case .live(let slot, let record) = self { return (slot, record) }
+            return nil
+        }
+    }
+
+    /// The live record of `key`; an expired one is removed on the way. Write lock held.
+    func findLiveLocked(_ key: UnsafeRawBufferPointer, hash: UInt64, now t: Int64) -> LiveLookup {
+        guard let (slot, r) = findLocked(key, hash: hash) else { return .absent }
+        let e = r.exptime
+        if e != 0 && e <= t {
+            removeLocked(slot: slot, record: r)
+            reclaimed &+= 1
+            return .expired
+        }
+        return .live(slot: slot, record: r)
     }
 
     /// Removes the live record in `slot`.
