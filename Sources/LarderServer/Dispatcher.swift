@@ -296,11 +296,18 @@ struct Dispatcher {
         }
     }
 
-    /// The store's operation for a protocol storage mode (the two enums list the same cases
-    /// in the same order; the store does not depend on the protocol module).
+    /// The store's operation for a protocol storage mode (the store does not depend on the
+    /// protocol module, so the two enums are mapped case by case).
     @inline(__always)
     private func operation(_ m: StoreMode) -> StoreOperation {
-        StoreOperation(rawValue: m.rawValue).unsafelyUnwrapped
+        switch m {
+        case .set: .set
+        case .add: .add
+        case .replace: .replace
+        case .append: .append
+        case .prepend: .prepend
+        case .cas: .cas
+        }
     }
 }
 
