@@ -30,6 +30,8 @@ public final class Server: @unchecked Sendable {
     /// When the last "out of descriptors" line was logged (monotonic ns; 0 never).
     private var lastDescriptorLog: UInt64 = 0
     private var descriptorPausesSinceLog = 0
+    /// When accepting last paused (monotonic ns), for `time_in_listen_disabled_us`.
+    private var pausedSince: UInt64 = 0
     private var sighupLogged = false
     private var lastEvictedLogged: UInt64 = 0
     private var lastTimeoutsLogged: UInt64 = 0
@@ -209,6 +211,7 @@ public final class Server: @unchecked Sendable {
         context.connections.listenDisabled.wrappingIncrement(ordering: .relaxed)
         descriptorPausesSinceLog += 1
         let now = monotonicNanos()
+        pausedSince = now
         if lastDescriptorLog == 0 || now &- lastDescriptorLog > Server.logInterval * 1_000_000_000 {
             var lim = rlimit()
             getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
@@ -226,6 +229,7 @@ public final class Server: @unchecked Sendable {
         Libevent.del(resumeEvent!)
         guard context.connections.accepting.load(ordering: .relaxed) == false else { return }
         context.connections.accepting.store(true, ordering: .relaxed)
+        context.connections.listenDisabledMicros.wrappingIncrement(by: (monotonicNanos() &- pausedSince) / 1000, ordering: .relaxed)
         Libevent.add(acceptEvent!)
         acceptAll()
     }
