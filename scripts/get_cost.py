@@ -40,9 +40,9 @@ def drive(port, items, gets, pipeline):
     s = socket.create_connection(("127.0.0.1", port))
     value = b"v" * 100
     batch = b"".join(b"set key:%012d 0 0 100 noreply\r\n%s\r\n" % (i, value) for i in range(items))
-    s.sendall(batch + b"mn\r\n")
+    s.sendall(batch + b"version\r\n")  # (not mn: older builds have no meta commands)
     buf = b""
-    while not buf.endswith(b"MN\r\n"):
+    while not buf.endswith(b"\r\n"):
         buf += s.recv(65536)
     done = 0
     while done < gets:
@@ -85,14 +85,15 @@ def main():
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="larder-getcost-")
     os.chmod(tmp, 0o777)
-    for b in a.binaries:
-        stripped = os.path.join(tmp, os.path.basename(b) + "-nodebug")
+    for n, b in enumerate(a.binaries):
+        stripped = os.path.join(tmp, f"{n}-" + os.path.basename(b) + "-nodebug")
         subprocess.run(["objcopy", "--strip-debug", b, stripped], check=True)
         os.chmod(stripped, 0o755)
-        base = run(stripped, shlex.split(a.args), a.items, 0, a.pipeline, os.path.join(tmp, "base.out"))
-        full = run(stripped, shlex.split(a.args), a.items, a.gets, a.pipeline, os.path.join(tmp, "full.out"))
+        base = run(stripped, shlex.split(a.args), a.items, 0, a.pipeline, os.path.join(tmp, f"{n}-base.out"))
+        full = run(stripped, shlex.split(a.args), a.items, a.gets, a.pipeline, os.path.join(tmp, f"{n}-full.out"))
         print(f"{b}: {(full - base) / a.gets:,.0f} instructions per get (pipeline {a.pipeline}; "
               f"Ir {full:,} with gets, {base:,} without)", flush=True)
+    print(f"callgrind files (callgrind_annotate them): {tmp}")
 
 
 if __name__ == "__main__":

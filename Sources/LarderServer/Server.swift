@@ -133,7 +133,7 @@ public final class Server: @unchecked Sendable {
         metrics?.start()
         Libevent.add(acceptEvent!)
         for e in signalEvents { Libevent.add(e) }
-        Libevent.add(housekeepingEvent!, timeoutSeconds: 1)
+        Libevent.add(housekeepingEvent!, timeoutSeconds: Double(Server.logInterval))
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
             logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
         }
@@ -234,8 +234,8 @@ public final class Server: @unchecked Sendable {
         acceptAll()
     }
 
-    /// Once a second: logs what the client-memory budget and the output timeout closed since
-    /// the last line, at most once per interval.
+    /// Every `logInterval` seconds: logs what the client-memory budget and the output timeout
+    /// closed since the last line, if anything.
     fileprivate func housekeeping() {
         let now = monotonicNanos()
         guard lastBudgetLog == 0 || now &- lastBudgetLog >= Server.logInterval * 1_000_000_000 else { return }
