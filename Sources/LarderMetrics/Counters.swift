@@ -34,6 +34,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case deleteInvalidated
     /// Requests answered with an error line, by any command.
     case protocolErrors
+    /// TLS handshakes completed, and failed or timed out (not a TLS client, bad certificate...).
+    case tlsHandshakes, tlsHandshakeErrors
 }
 
 /// The status label of `larder_commands_total`.

@@ -119,7 +119,11 @@ enum StatsReport {
             ("copied_forward", "\(c.copiedForward)"),
             ("segments_evicted", "\(c.segmentsEvicted)"),
             ("segments_expired", "\(c.segmentsExpired)"),
-        ]
+        ] + (ctx.tls.map { [  // memcached's names, shown with -Z as memcached shows them
+            ("ssl_handshake_errors", n(.tlsHandshakeErrors)),
+            ("ssl_handshakes", n(.tlsHandshakes)),
+            ("time_since_server_cert_refresh", "\($0.secondsSinceLoad)"),
+        ] } ?? [])
     }
 
     static func settings(_ ctx: ServerContext) -> [(String, String)] {
