@@ -210,8 +210,8 @@ public struct ServerConfig: Sendable, Equatable {
                 default: break
                 }
             }
-            // One flag per line; `-o a=1,b=2` is one flag setting several things.
-            guard parsed.count == 1, !settings.isEmpty else {
+            // One flag per line (`-vv` is one); `-o a=1,b=2` is one flag setting several things.
+            guard Set(parsed.map(\.spec.long)).count == 1, !settings.isEmpty else {
                 throw ConfigError(setting: words[0], source: where_, message: "one flag per line, please")
             }
             for (key, value, written) in settings {

@@ -358,3 +358,26 @@ def test_tls_from_config_file_and_environment(certs, tmp_path):
            "LARDER_SSL_KEY": certs.path("server.key"), "LARDER_SSL_VERIFY_MODE": "2"}
     rc, err = refused([], env=env)
     assert rc == 64 and "ssl_ca_cert" in err, err
+
+
+def test_metrics_over_https(certs):
+    mport = free_port()
+    server = Larder("-t", "1", *certs.server_args(f"ssl_ca_cert={certs.path('ca.crt')}", "ssl_verify_mode=2"),
+                    "--metrics-port", str(mport), "--metrics-tls")
+    try:
+        still_served(server.port, certs.client_context("client"))
+        url = f"https://localhost:{mport}/metrics"
+        # The same certificate; no client certificate needed for the scrape.
+        p = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", certs.path("ca.crt"), url],
+                           capture_output=True, timeout=20)
+        assert p.returncode == 0, p.stderr
+        assert re.search(rb'larder_tls_handshakes_total\{result="ok"\} [1-9]', p.stdout), p.stdout[-500:]
+        # Plain HTTP to it gets no metrics; an unknown CA is refused by curl.
+        p = subprocess.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{mport}/metrics"],
+                           capture_output=True, timeout=20)
+        assert b"larder_" not in p.stdout
+        p = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", certs.path("otherca.crt"), url],
+                           capture_output=True, timeout=20)
+        assert p.returncode != 0
+    finally:
+        assert server.stop() == 0
