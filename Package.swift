@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "larder-bench",
             dependencies: [
-                "BenchSupport",
+                "BenchSupport", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -347,7 +347,12 @@ final class Connection {
         if tlsWriteWantsRead {
             tlsWriteWantsRead = false
             flush()
-            if closed || readPaused { return }
+            if closed { return }
+            if readPaused {
+                // The read event was added only for SSL_write's sake: not reading yet.
+                if !tlsWriteWantsRead, let e = readEvent { Libevent.del(e) }
+                return
+            }
         }
         if !t.handshakeDone {
             let limit = UInt64(worker.context.config.tls.handshakeTimeout) * 1_000_000_000

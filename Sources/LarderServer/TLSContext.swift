@@ -102,7 +102,7 @@ final class TLSContext: @unchecked Sendable {
         }
         guard SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 else {
             let why = opensslError()
-            if why.contains("mismatch") { throw fail(keySetting, "\(key) does not match the certificate in \(chain)") }
+            if why.hasSuffix(":key values mismatch") { throw fail(keySetting, "\(key) does not match the certificate in \(chain)") }
             throw fail(keySetting, "\(key): not a PEM private key (\(why))")
         }
         guard SSL_CTX_check_private_key(ctx) == 1 else {
