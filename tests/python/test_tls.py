@@ -381,3 +381,33 @@ def test_metrics_over_https(certs):
         assert p.returncode != 0
     finally:
         assert server.stop() == 0
+
+
+def test_tls_connections_are_charged_to_the_client_budget(tls_server, certs):
+    """What OpenSSL holds per connection counts against --client-memory: 20 TLS connections
+    raise client_memory by at least 20 x 40 KB (TLSContext.perConnectionBytes) over the
+    plain per-connection charge, and give it back when they close."""
+    ctx = certs.client_context()
+    before = int(stats(tls_server.port, ctx)["client_memory"])
+    conns = [tls_socket(tls_server.port, ctx) for _ in range(20)]
+    for c in conns:
+        c.sendall(b"version\r\n")
+        assert read_until(c, b"\r\n").startswith(b"VERSION ")
+    during = int(stats(tls_server.port, ctx)["client_memory"])
+    assert during - before >= 20 * (40 * 1024 + 16 * 1024 + 3 * 1024), (before, during)
+    for c in conns:
+        c.close()
+    deadline = time.time() + 10
+    while int(stats(tls_server.port, ctx)["client_memory"]) > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert int(stats(tls_server.port, ctx)["client_memory"]) <= before
+    st = stats(tls_server.port, ctx)
+    assert st["ssl_handshakes"] and int(st["ssl_handshakes"]) >= 22
+
+
+def test_stats_settings_show_tls(tls_server, certs):
+    s = tls_socket(tls_server.port, certs.client_context())
+    s.sendall(b"stats settings\r\n")
+    text = read_until(s, b"END\r\n").decode()
+    assert "STAT ssl_enabled yes\r\n" in text and "STAT ssl_min_version tlsv1.2\r\n" in text
+    assert f"STAT ssl_chain_cert {certs.path('server.crt')}\r\n" in text
