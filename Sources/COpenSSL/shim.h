@@ -25,6 +25,7 @@ static inline long larder_ssl_ctx_read_ahead(SSL_CTX *ctx) { SSL_CTX_set_read_ah
 static inline long larder_ssl_ctx_sess_off(SSL_CTX *ctx) {
     return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 }
+static inline long larder_ssl_set_max_tls12(SSL *ssl) { return SSL_set_max_proto_version(ssl, TLS1_2_VERSION); }
 static inline int larder_ssl_version_tls12(void) { return TLS1_2_VERSION; }
 static inline int larder_ssl_version_tls13(void) { return TLS1_3_VERSION; }
 static inline long larder_mode_release_buffers(void) { return SSL_MODE_RELEASE_BUFFERS; }
