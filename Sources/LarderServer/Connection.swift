@@ -92,7 +92,7 @@ final class Connection {
         self.worker = worker
         parser = Parser(limits: ProtocolLimits(maxItemSize: worker.context.config.maxItemSize))
         dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
-                                timed: worker.context.config.metricsPort != 0, fd: fd)
+                                timed: worker.context.config.metricsPort != 0, fd: fd, tls: tlsContext != nil)
         tracksIdleness = worker.context.config.idleTimeout > 0
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)

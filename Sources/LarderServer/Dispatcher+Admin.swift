@@ -132,6 +132,12 @@ extension Dispatcher {
                 o.appendCRLF()
                 return .proceed
             }
+            if tls {
+                counters.add(.admin, .error)
+                o.append("ERROR watch is not available over TLS; use a notls: listener")
+                o.appendCRLF()
+                return .proceed
+            }
             // The watch thread takes a duplicate of the socket; the connection then closes its
             // own descriptor (the socket stays open through the duplicate) and forgets it.
             let d = dup(fd)

@@ -1,8 +1,10 @@
-// The server: fits the descriptor limit to -c, binds the listening socket, starts the
+// The server: fits the descriptor limit to -c, binds the listening sockets (each -l address,
+// TLS or plain), starts the
 // workers, accepts connections on the main thread and hands each to a worker round-robin (an
 // even spread, unlike SO_REUSEPORT), enforces the connection limit, pauses accepting for a
 // short back-off when the process runs out of descriptors, logs budget evictions once per
-// interval, reloads TLS certificates on SIGHUP (ignores it without TLS), and on SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
+// interval, reloads TLS certificates on SIGHUP (ignores it without TLS), and on
+// SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
 // the replies already queued, and returns.
 import CLibevent
 import LarderMetrics
@@ -91,8 +93,8 @@ public final class Server: @unchecked Sendable {
             metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort, logger: logger)
         }
         if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
-        // SIGUSR1 is memcached's graceful stop; SIGHUP is ignored (nothing is reloadable yet)
-        // rather than killing the process, as it does by default.
+        // SIGUSR1 is memcached's graceful stop; SIGHUP reloads the TLS certificates with -Z
+        // and is otherwise ignored rather than killing the process, as it does by default.
         for sig in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))

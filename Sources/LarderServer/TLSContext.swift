@@ -14,7 +14,8 @@ final class TLSContext: @unchecked Sendable {
     let settings: TLSSettings
     private let lock = Mutex()
     nonisolated(unsafe) private var current: OpaquePointer
-    /// When the certificate was last (re)loaded (CLOCK_REALTIME seconds).
+    /// When the certificate was last (re)loaded (CLOCK_REALTIME seconds); read and written
+    /// under `lock` after init, like `current`.
     nonisolated(unsafe) private(set) var loadedAt: Int
     /// What OpenSSL holds per TLS connection, charged to the client-memory budget. Measured:
     /// an idle TLS connection costs 23.5 KB of RSS more than a plain one (500 of each,

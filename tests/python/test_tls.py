@@ -413,3 +413,21 @@ def test_stats_settings_show_tls(tls_server, certs):
     text = read_until(s, b"END\r\n").decode()
     assert "STAT ssl_enabled yes\r\n" in text and "STAT ssl_min_version tlsv1.2\r\n" in text
     assert f"STAT ssl_chain_cert {certs.path('server.crt')}\r\n" in text
+
+
+def test_watch_is_refused_over_tls(certs):
+    """`watch` hands the raw socket to the watcher thread, which writes plain text: over TLS
+    that would corrupt the session, so it is refused there and works on a notls: listener."""
+    plain_port = free_port()
+    server = Larder("-t", "1", "-l", f"127.0.0.1,notls:127.0.0.1:{plain_port}", *certs.server_args())
+    try:
+        t = tls_socket(server.port, certs.client_context())
+        t.sendall(b"watch\r\n")
+        assert read_until(t, b"\r\n") == b"ERROR watch is not available over TLS; use a notls: listener\r\n"
+        t.sendall(b"version\r\n")  # the session goes on
+        assert read_until(t, b"\r\n").startswith(b"VERSION ")
+        p = socket.create_connection(("127.0.0.1", plain_port), timeout=5)
+        p.sendall(b"watch\r\n")
+        assert read_until(p, b"\r\n") == b"OK\r\n"
+    finally:
+        assert server.stop() == 0
