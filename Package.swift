@@ -31,6 +31,12 @@ let package = Package(
             pkgConfig: "libevent_pthreads",
             providers: [.apt(["libevent-dev"])]
         ),
+        // OpenSSL for TLS (-Z), and libevent's OpenSSL bufferevents for the metrics endpoint.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev", "libevent-dev"])]
+        ),
         .target(name: "LarderProtocol", swiftSettings: hot),
         .target(name: "LarderStore", dependencies: [.product(name: "Atomics", package: "swift-atomics")], swiftSettings: hot),
         .target(
@@ -41,7 +47,7 @@ let package = Package(
         .target(
             name: "LarderServer",
             dependencies: [
-                "CLibevent", "LarderProtocol", "LarderStore", "LarderMetrics",
+                "CLibevent", "COpenSSL", "LarderProtocol", "LarderStore", "LarderMetrics",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hot
@@ -60,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "larder-bench",
             dependencies: [
-                "BenchSupport",
+                "BenchSupport", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -11,6 +11,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 from netutil import free_port  # noqa: E402
+from tlsutil import Certs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LARDER = os.path.join(ROOT, ".build", "release", "larder")
@@ -43,7 +44,8 @@ def wait_port(port, proc, timeout=10):
     raise RuntimeError("server did not start on port %d" % port)
 
 
-def start(server, memory):
+def start(server, memory, certs=None):
+    """With `certs`, both servers serve TLS (-Z) with the same certificate and key."""
     port = free_port()
     if server == "larder":
         cmd = [LARDER, "-p", str(port), "-t", str(THREADS), "-m", str(memory), "--metrics-port", "0"]
@@ -53,14 +55,18 @@ def start(server, memory):
         cmd = ["memcached", "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-t", str(THREADS), "-m", str(memory)]
         if os.getuid() == 0:
             cmd += ["-u", "nobody"]
+    if certs:
+        cmd += certs.server_args()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc, port
 
 
-def bench(port, args, duration, warmup, preload, label):
+def bench(port, args, duration, warmup, preload, label, certs=None):
     cmd = [BENCH, "--port", str(port), "--threads", str(THREADS), "--duration", str(duration),
            "--warmup", str(warmup), "--json", "--label", label] + args
+    if certs:
+        cmd += ["--tls", "--tls-ca", certs.path("ca.crt")]
     if preload:
         cmd.append("--preload")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 300)
@@ -109,7 +115,20 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--only", default="", help="workload letters to run, e.g. AB")
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/BENCHMARKS.md")
+    ap.add_argument("--tls", action="store_true",
+                    help="both servers with -Z and one test certificate, larder-bench --tls (default --only AB)")
     a = ap.parse_args()
+    certs = Certs() if a.tls else None
+    if a.tls and not a.only:
+        a.only = "AB"
+    try:
+        run(a, certs)
+    finally:
+        if certs:
+            certs.remove()
+
+
+def run(a, certs):
     duration = a.duration or (1.0 if a.quick else 8.0)
     warmup = 0.3 if a.quick else 1.0
     rounds = a.rounds or (1 if a.quick else 2)
@@ -124,9 +143,9 @@ def main():
         runs = {"larder": [], "memcached": []}
         for r in range(rounds):
             for server in ("larder", "memcached"):
-                proc, port = start(server, memory)
+                proc, port = start(server, memory, certs)
                 try:
-                    res = bench(port, args, duration, warmup, True, "%s-%s" % (name, server))
+                    res = bench(port, args, duration, warmup, True, "%s-%s" % (name, server), certs)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
@@ -158,15 +177,17 @@ def main():
     svg_chart(results, spath)
     print("\nresults: %s\nchart:   %s" % (jpath, spath))
     if record:
-        row = "| %s | %s | %s |\n" % (datetime.date.today().isoformat(), "scripts/loadtest (%gs x %d rounds)" % (duration, rounds),
+        row = "| %s | %s | %s |\n" % (datetime.date.today().isoformat(), "scripts/loadtest%s (%gs x %d rounds)" % (" --tls" if certs else "", duration, rounds),
                                       " | ".join("%.2fx (p99 %.0f / %.0f us)" % (results[n]["ratio"], results[n]["larder"]["p99_us"], results[n]["memcached"]["p99_us"])
                                                  if n in results else "-" for n in "ABCD"))
         path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
         with open(path) as f:
             text = f.read()
-        marker = "<!-- loadtest rows -->"
+        marker = "<!-- loadtest tls rows -->" if certs else "<!-- loadtest rows -->"
         if marker not in text:
-            text += "\n## Load test history (`scripts/loadtest`)\nThroughput ratio Larder / memcached (`-t 2`, same memory), with p99 Larder / memcached.\n\n| date | command | A | B | C | D |\n| --- | --- | --- | --- | --- | --- |\n" + marker + "\n"
+            title = "TLS load test history (`scripts/loadtest --tls`: both servers -Z, same certificate)" if certs \
+                else "Load test history (`scripts/loadtest`)"
+            text += "\n## " + title + "\nThroughput ratio Larder / memcached (`-t 2`, same memory), with p99 Larder / memcached.\n\n| date | command | A | B | C | D |\n| --- | --- | --- | --- | --- | --- |\n" + marker + "\n"
         text = text.replace(marker, row.rstrip("\n") + "\n" + marker)
         with open(path, "w") as f:
             f.write(text)

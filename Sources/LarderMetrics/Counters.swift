@@ -36,6 +36,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case protocolErrors
     /// Authentication attempts (`-Y`), and those that failed (memcached's auth_cmds, auth_errors).
     case authCmds, authErrors
+    /// TLS handshakes completed, and failed or timed out (not a TLS client, bad certificate...).
+    case tlsHandshakes, tlsHandshakeErrors
 }
 
 /// The status label of `larder_commands_total`.

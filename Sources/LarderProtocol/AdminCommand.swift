@@ -31,6 +31,9 @@ public enum AdminCommand: Sendable, Equatable {
     case shutdown(graceful: Bool?)
     /// `watch [classes...]`.
     case watch(WatchClasses)
+    /// `refresh_certs [noreply]`: reload the TLS certificate, key and CA files (memcached
+    /// ignores any other token, as this does).
+    case refreshCerts(noreply: Bool)
 }
 
 extension Parser {
@@ -85,6 +88,9 @@ extension Parser {
             if ntokens == 2 { return .admin(.shutdown(graceful: false)) }
             if ntokens == 3 && equals(buf, tokens[1], "graceful") { return .admin(.shutdown(graceful: true)) }
             return .admin(.shutdown(graceful: nil))
+        }
+        if equals(buf, cmd, "refresh_certs") {
+            return .admin(.refreshCerts(noreply: noreplyAt()))
         }
         if equals(buf, cmd, "watch") {
             var classes: WatchClasses = []

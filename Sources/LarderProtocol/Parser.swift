@@ -106,7 +106,7 @@ public struct Parser: Sendable {
         }
 
         if first == UInt8(ascii: "c") || first == UInt8(ascii: "s") || first == UInt8(ascii: "l")
-            || first == UInt8(ascii: "w"), let admin = parseAdmin(buf, ntokens: ntokens) {
+            || first == UInt8(ascii: "w") || first == UInt8(ascii: "r"), let admin = parseAdmin(buf, ntokens: ntokens) {
             return done(admin)
         }
 

@@ -7,7 +7,10 @@
 // charged to the client-memory budget whenever it changes; a multi-get whose replies reach
 // the output limit is paused mid-way and resumed once the client has read; a graceful close
 // shuts down the sending side and drains unread input so the kernel does not reset the
-// connection and destroy replies still queued.
+// connection and destroy replies still queued. A TLS connection (docs/TLS.md) runs the same
+// loop through its TLSStream: the handshake first, driven by whichever event OpenSSL waits
+// for, then SSL_read and SSL_write in place of read and writev; the plain path pays one
+// nil check per event for it.
 import CLibevent
 import LarderProtocol
 import LarderMetrics
@@ -24,6 +27,15 @@ final class Connection {
     private var parser: Parser
     private var dispatcher: Dispatcher
     private var out = OutputQueue()
+    /// The TLS session, for a connection accepted on a TLS listener.
+    private var tls: TLSStream?
+    /// Where replies spread over several segments are gathered for one SSL_write.
+    private var tlsStaging: UnsafeMutableRawPointer?
+    /// SSL_read needs the socket writable (or SSL_write readable) before it can go on.
+    private var tlsReadWantsWrite = false
+    private var tlsWriteWantsRead = false
+    /// What OpenSSL holds for this connection, charged to the budget (0 for plain ones).
+    private var tlsHeld = 0
 
     // Input buffer: bytes [start, end) are unread.
     private var input: UnsafeMutableRawPointer
@@ -75,19 +87,24 @@ final class Connection {
     static let lingerSeconds = 2.0
     static let lingerMaxBytes = 1 << 20
 
-    init(fd: Int32, worker: Worker) {
+    init(fd: Int32, worker: Worker, tls tlsContext: TLSContext? = nil) {
         self.fd = fd
         self.worker = worker
         parser = Parser(limits: ProtocolLimits(maxItemSize: worker.context.config.maxItemSize))
         dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
-                                timed: worker.context.config.metricsPort != 0, fd: fd)
+                                timed: worker.context.config.metricsPort != 0, fd: fd, tls: tlsContext != nil)
         tracksIdleness = worker.context.config.idleTimeout > 0
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)
+        if let t = tlsContext {
+            tls = TLSStream(context: t, fd: fd)
+            tlsHeld = TLSContext.perConnectionBytes
+        }
     }
 
     deinit {
         input.deallocate()
+        tlsStaging?.deallocate()
     }
 
     /// Registers the connection's events with the worker's base. Returns false on failure.
@@ -101,7 +118,14 @@ final class Connection {
         } catch {
             return false
         }
-        Libevent.add(readEvent!)
+        if tlsHeld > 0 {
+            // A TLS listener's connection whose SSL object could not be made.
+            guard tls != nil else { return false }
+            // Until the handshake completes, the read event also times out.
+            Libevent.add(readEvent!, timeoutSeconds: Double(worker.context.config.tls.handshakeTimeout))
+        } else {
+            Libevent.add(readEvent!)
+        }
         updateCharge()
         return true
     }
@@ -113,7 +137,7 @@ final class Connection {
     /// small requests) it is a few loads and a compare.
     @inline(__always)
     private func updateCharge() {
-        let now = closed ? 0 : capacity + out.heldBytes + Connection.fixedBytes
+        let now = closed ? 0 : capacity + out.heldBytes + Connection.fixedBytes + tlsHeld
         let delta = now - charged
         if delta == 0 { return }
         charged = now
@@ -127,6 +151,10 @@ final class Connection {
         if closed { return }
         if lingering {
             discardInput(timedOut: timedOut)
+            return
+        }
+        if let t = tls {
+            tlsReadable(t, timedOut: timedOut)
             return
         }
         ensureSpace()
@@ -262,7 +290,7 @@ final class Connection {
     /// Writes what the socket takes now, from inside a batch; true if the queue is back under
     /// the output limit (closes the connection on a write error and returns false).
     private func writeInline() -> Bool {
-        let (result, written) = out.flush(fd: fd)
+        let (result, written) = writeOut()
         if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
         if result == .failed {
             close()
@@ -282,6 +310,107 @@ final class Connection {
 
     func onWritable() {
         if closed { return }
+        if let t = tls, !t.handshakeDone || tlsReadWantsWrite {
+            tlsReadWantsWrite = false
+            disarmWrite()
+            tlsReadable(t, timedOut: false)
+            return
+        }
+        flush()
+    }
+
+    private func disarmWrite() {
+        if writeArmed, let e = writeEvent {
+            Libevent.del(e)
+            writeArmed = false
+        }
+    }
+
+    /// One write attempt of the queued replies: writev, or SSL_write for TLS.
+    @inline(__always)
+    private func writeOut() -> (OutputQueue.FlushResult, written: Int) {
+        guard let t = tls else { return out.flush(fd: fd) }
+        let hadStaging = tlsStaging != nil
+        let (result, written, wantsRead) = out.flush(tls: t, staging: &tlsStaging)
+        tlsWriteWantsRead = wantsRead
+        if !hadStaging && tlsStaging != nil { tlsHeld += OutputQueue.tlsGather }
+        return (result, written)
+    }
+
+    // MARK: - TLS
+
+    /// The read event of a TLS connection: advance the handshake (closing it past the
+    /// handshake timeout), then decrypt what has arrived and process it as the plain path
+    /// does. Each callback reads until OpenSSL holds no more buffered input, so records that
+    /// arrived together are answered in one batch.
+    private func tlsReadable(_ t: TLSStream, timedOut: Bool) {
+        if tlsWriteWantsRead {
+            tlsWriteWantsRead = false
+            flush()
+            if closed { return }
+            if readPaused {
+                // The read event was added only for SSL_write's sake: not reading yet.
+                if !tlsWriteWantsRead, let e = readEvent { Libevent.del(e) }
+                return
+            }
+        }
+        if !t.handshakeDone {
+            let limit = UInt64(worker.context.config.tls.handshakeTimeout) * 1_000_000_000
+            if timedOut || monotonicNanos() &- t.startedAt > limit {
+                dispatcher.counters.add(.tlsHandshakeErrors, 1)
+                close()
+                return
+            }
+            switch t.handshake() {
+            case .bytes:
+                dispatcher.counters.add(.tlsHandshakes, 1)
+                disarmWrite()
+                if let e = readEvent {  // no timeout from here on (event_add alone would keep it)
+                    Libevent.del(e)
+                    Libevent.add(e)
+                }
+            case .wantRead:
+                disarmWrite()
+                return
+            case .wantWrite:
+                if !writeArmed, let e = writeEvent {
+                    Libevent.add(e)
+                    writeArmed = true
+                }
+                return
+            case .closed, .failed:
+                dispatcher.counters.add(.tlsHandshakeErrors, 1)
+                close()
+                return
+            }
+        }
+        if tlsReadWantsWrite { return }
+        while !closed && !readPaused && !closeAfterWrite {
+            ensureSpace()
+            switch t.read(input + end, capacity - end) {
+            case .bytes(let n):
+                end += n
+                if tracksIdleness { lastActivity = monotonicNanos() }
+                dispatcher.counters.add(.bytesRead, UInt64(n))
+                processInput()
+                if t.hasPending { continue }
+            case .wantRead:
+                break
+            case .wantWrite:
+                tlsReadWantsWrite = true
+                if !writeArmed, let e = writeEvent {
+                    Libevent.add(e)
+                    writeArmed = true
+                }
+            case .closed:
+                closeAfterWrite = true
+                pauseReading()
+            case .failed:
+                close()
+                return
+            }
+            break
+        }
         flush()
     }
 
@@ -292,14 +421,17 @@ final class Connection {
     func flush() {
         while !closed {
             if !out.isEmpty {
-                let (result, written) = out.flush(fd: fd)
+                let (result, written) = writeOut()
                 if written > 0 { dispatcher.counters.add(.bytesWritten, UInt64(written)) }
                 switch result {
                 case .failed:
                     close()
                     return
                 case .blocked:
-                    if !writeArmed, let e = writeEvent {
+                    if tlsWriteWantsRead {
+                        // SSL_write waits for the peer: retried from the read event.
+                        if let e = readEvent { Libevent.add(e) }
+                    } else if !writeArmed, let e = writeEvent {
                         Libevent.add(e)
                         writeArmed = true
                     }
@@ -336,6 +468,8 @@ final class Connection {
                let e = readEvent {
                 Libevent.add(e)
                 readPaused = false
+                // Records OpenSSL already read from the socket: no readiness will announce them.
+                if let t = tls, t.hasPending { Libevent.activate(e) }
             }
             if out.isEmpty && !(closeAfterWrite && pendingGet == nil) {
                 updateCharge()
@@ -361,6 +495,7 @@ final class Connection {
             close()
             return
         }
+        tls?.shutdown()
         if Glibc.shutdown(fd, Int32(SHUT_WR)) != 0 {
             close()
             return
@@ -405,6 +540,7 @@ final class Connection {
         if let e = writeEvent { Libevent.free(e) }
         readEvent = nil
         writeEvent = nil
+        tls = nil  // frees the SSL object (no close_notify: the close is abrupt or already sent)
         _ = Glibc.close(fd)
         out = OutputQueue()
         pendingGet = nil

@@ -108,12 +108,33 @@ extension Dispatcher {
             counters.add(.admin, .ok)
             kill(getpid(), SIGTERM)
             return .close
+        case .refreshCerts(let noreply):
+            // memcached's replies: OK, or a line starting "Error" (not an ERROR keyword).
+            guard let tls = context.tls else {
+                counters.add(.admin, .error)
+                o.append("Error TLS not enabled")
+                o.appendCRLF()
+                return .proceed
+            }
+            if let error = tls.reload() {
+                counters.add(.admin, .error)
+                o.append("Error loading the certificates: \(error)")
+                o.appendCRLF()
+            } else {
+                line("OK", noreply: noreply)
+            }
         case .watch(let classes):
             // As memcached: the watch must be the first thing in its batch (replies queued
             // before it would interleave with the log lines).
             if out.queuedBytes > 0 || fd < 0 {
                 counters.add(.admin, .error)
                 o.append("ERROR cannot pipeline other commands before watch")
+                o.appendCRLF()
+                return .proceed
+            }
+            if tls {
+                counters.add(.admin, .error)
+                o.append("ERROR watch is not available over TLS; use a notls: listener")
                 o.appendCRLF()
                 return .proceed
             }

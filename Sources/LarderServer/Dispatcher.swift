@@ -17,15 +17,18 @@ struct Dispatcher {
     /// The connection's socket (`watch` hands a duplicate of it to the watch thread; log
     /// lines name it as memcached's `cfd`); -1 when there is none.
     let fd: Int32
+    /// The socket carries TLS: it cannot be handed to the watch thread, which writes plain text.
+    let tls: Bool
 
     var store: Store { context.store }
     var watch: WatchHub { context.watch }
 
-    init(context: ServerContext, counters: CounterBlock, timed: Bool, fd: Int32 = -1) {
+    init(context: ServerContext, counters: CounterBlock, timed: Bool, fd: Int32 = -1, tls: Bool = false) {
         self.context = context
         self.counters = counters
         self.timed = timed
         self.fd = fd
+        self.tls = tls
     }
 
     enum Next: Equatable {

@@ -11,6 +11,7 @@ public enum FlagGroup: String, CaseIterable, Sendable {
     case memory = "Memory"
     case clients = "Clients"
     case metrics = "Metrics"
+    case tls = "TLS"
     case debugging = "Debugging"
     case general = "General"
 }
@@ -23,6 +24,9 @@ public enum FlagKind: Sendable, Equatable {
     case enable(String)
     /// Counted switch (`-v`, `-vv`): sets the named setting to the count.
     case count(String)
+    /// `-o key=value,key=value`: memcached's extended options; each key (`ssl_key`) sets the
+    /// setting of the same name with `-` for `_` (`ssl-key`). Only `extendedOptions` are taken.
+    case extended
     /// `--config FILE`: command line and environment only.
     case config
     case help
@@ -86,6 +90,12 @@ public enum FlagParser {
                  help: "allow the shutdown command (a graceful stop, as SIGTERM)"),
         FlagSpec(short: nil, long: "metrics-port", value: "<num>", kind: .setting("metrics-port"), group: .metrics,
                  help: "port of the Prometheus /metrics endpoint, on the -l address; 0 = off (default: 9150)"),
+        FlagSpec(short: "Z", long: "enable-ssl", value: nil, kind: .enable("enable-ssl"), group: .tls,
+                 help: "serve TLS on every listener not prefixed notls: (needs -o ssl_chain_cert=...,ssl_key=...)"),
+        FlagSpec(short: "o", long: "extended", value: "<opts>", kind: .extended, group: .tls,
+                 help: "comma-separated TLS options as memcached's: ssl_chain_cert=<file>, ssl_key=<file>, ssl_ca_cert=<file>, ssl_verify_mode=0-3 (0 none, 1 request, 2 require, 3 once), ssl_min_version=tlsv1.2|tlsv1.3, ssl_ciphers=<list>, ssl_handshake_timeout=<sec> (default 10)"),
+        FlagSpec(short: nil, long: "metrics-tls", value: nil, kind: .enable("metrics-tls"), group: .tls,
+                 help: "serve /metrics over HTTPS with the -Z certificate and key"),
         FlagSpec(short: "v", long: "verbose", value: nil, kind: .count("verbose"), group: .debugging,
                  help: "more logging: -v info, -vv debug"),
         FlagSpec(short: nil, long: "config", value: "<file>", kind: .config, group: .general,
@@ -121,6 +131,9 @@ public enum FlagParser {
                 guard let spec = table.first(where: { $0.long == name }) else {
                     throw FlagError(message: "unknown flag '--\(name)'")
                 }
+                if spec.kind == .extended, let v = inline ?? (i < args.count ? args[i] : nil) {
+                    try checkExtended(v)
+                }
                 if spec.value == nil {
                     if inline != nil { throw FlagError(message: "flag '--\(name)' takes no value") }
                     out.append(ParsedFlag(spec: spec, value: nil, written: "--\(name)"))
@@ -141,6 +154,9 @@ public enum FlagParser {
                     if spec.value == nil {
                         out.append(ParsedFlag(spec: spec, value: nil, written: "-\(c)"))
                         continue
+                    }
+                    if spec.kind == .extended, let v = !rest.isEmpty ? String(rest) : (i < args.count ? args[i] : nil) {
+                        try checkExtended(v)
                     }
                     if !rest.isEmpty {
                         out.append(ParsedFlag(spec: spec, value: String(rest), written: "-\(c)"))
@@ -169,6 +185,10 @@ public enum FlagParser {
             case .setting(let s): out.append((s, f.value ?? "", f.written))
             case .enable(let s): out.append((s, "true", f.written))
             case .count(let s): counts[s] = ((counts[s]?.0 ?? 0) + 1, f.written)
+            case .extended:
+                for (key, value) in extendedPairs(f.value ?? "") {
+                    out.append((key.replacingOccurrences(of: "_", with: "-"), value, "-o \(key)"))
+                }
             case .config, .help, .version: break
             }
         }
@@ -176,6 +196,30 @@ public enum FlagParser {
             out.append((s, "\(min(n, 3))", written))
         }
         return out
+    }
+
+    /// The `-o` keys Larder takes (memcached's names; the rest of memcached's `-o` options
+    /// tune its slab allocator and threads, which Larder does not have).
+    public static let extendedOptions = TLSSettings.settingNames
+        .filter { $0.hasPrefix("ssl-") }.map { $0.replacingOccurrences(of: "-", with: "_") }
+
+    /// `-o a=1,b=2` as (key, value) pairs; an entry without `=` has an empty value.
+    static func extendedPairs(_ v: String) -> [(String, String)] {
+        v.split(separator: ",").map { entry in
+            guard let eq = entry.firstIndex(of: "=") else { return (String(entry), "") }
+            return (String(entry[..<eq]), String(entry[entry.index(after: eq)...]))
+        }
+    }
+
+    private static func checkExtended(_ v: String) throws(FlagError) {
+        let pairs = extendedPairs(v)
+        if pairs.isEmpty { throw FlagError(message: "flag '-o' needs key=value options") }
+        for (key, value) in pairs {
+            guard extendedOptions.contains(key) else {
+                throw FlagError(message: "unknown -o option '\(key)' (Larder takes \(extendedOptions.joined(separator: ", ")))")
+            }
+            if value.isEmpty { throw FlagError(message: "-o \(key) needs a value (\(key)=...)") }
+        }
     }
 
     /// `larder --help`: the flags by group, memcached's layout (`-p, --port=<num>  text`).

@@ -83,6 +83,16 @@ struct Metric: Sendable {
     /// what the field means here.
     let help: String
     let value: @Sendable (MetricSource) -> MetricValue
+    /// When set, the `stats` line is printed only when this holds (memcached prints its TLS
+    /// fields only with -Z); /metrics always has the sample.
+    var statsWhen: (@Sendable (ServerContext) -> Bool)? = nil
+
+    /// This row, its `stats` line printed only when `condition` holds.
+    func inStats(when condition: @escaping @Sendable (ServerContext) -> Bool) -> Metric {
+        var m = self
+        m.statsWhen = condition
+        return m
+    }
 
     /// A counter (only grows; `stats reset` applies to it in `stats`).
     static func counter(_ stat: String?, _ family: String?, _ labels: [(String, String)], _ help: String,
@@ -125,6 +135,7 @@ enum MetricTable {
     static let segmentsHelp = "Segment bytes by use: mapped (counted against -m), written (live and dead records), live."
     static let storeErrorsHelp = "Writes refused: too_large (over -I) or out_of_memory."
     static let segmentsEmptiedHelp = "Segments emptied, by cause: evicted, expired (all items past their exptime)."
+    static let tlsHelp = "TLS handshakes by result (failed: not a TLS client, refused certificate, timed out)."
     static let noSlabs = "no slabs: every segment has one size, nothing is reassigned"
     static let noLRU = "no LRU lists: eviction is S3-FIFO over segments (docs/STORE.md)"
     static let noCrawler = "no crawler: whole expired segments are emptied (segments_expired)"
@@ -226,6 +237,15 @@ enum MetricTable {
             $0.ctx.connections.listenDisabledMicros.load(ordering: .relaxed)
         },
         .gauge("threads", "larder_threads", "Worker threads.") { $0.ctx.config.threads },
+        .counter("ssl_handshake_errors", "larder_tls_handshakes_total", [("result", "failed")], tlsHelp) {
+            $0.count(.tlsHandshakeErrors)
+        }.inStats(when: { $0.tls != nil }),
+        .counter("ssl_handshakes", "larder_tls_handshakes_total", [("result", "ok")], tlsHelp) {
+            $0.count(.tlsHandshakes)
+        }.inStats(when: { $0.tls != nil }),
+        .text("time_since_server_cert_refresh", "seconds since the certificate was (re)loaded") {
+            $0.ctx.tls.map { "\($0.secondsSinceLoad)" } ?? "0"
+        }.inStats(when: { $0.tls != nil }),
         .absent("conn_yields", "a connection's whole input batch is served per read event, bounded by its input buffer and output limit"),
         .gauge("hash_power_level", nil, "log2 of the index slots over all shards, rounded down") {
             $0.store.indexSlots > 0 ? Int.bitWidth - 1 - $0.store.indexSlots.leadingZeroBitCount : 0
@@ -295,7 +315,10 @@ enum MetricTable {
     /// `stats` lines: every row with a memcached name, in table order.
     static func statsLines(_ ctx: ServerContext) -> [(String, String)] {
         let src = MetricSource(ctx: ctx, store: ctx.store.counters(), sinceReset: true)
-        return general.compactMap { m in m.stat.map { ($0, m.value(src).statText) } }
+        return general.compactMap { m in
+            guard let stat = m.stat, m.statsWhen?(ctx) ?? true else { return nil }
+            return (stat, m.value(src).statText)
+        }
     }
 
     /// /metrics samples: every row with a family, grouped by family (first appearance

@@ -6,8 +6,11 @@
 // slow for 10 s is closed, at most 16 connections are served at once (more wait in the
 // kernel's backlog while the listener is disabled), and when the process is out of
 // descriptors the listener is disabled for a back-off and the fact logged once per interval,
-// instead of evhttp's default of retrying and logging every failed accept.
+// instead of evhttp's default of retrying and logging every failed accept. With
+// --metrics-tls each connection is an OpenSSL bufferevent over the -Z certificate (reloads
+// included), so the endpoint speaks only HTTPS.
 import CLibevent
+import COpenSSL
 import LarderStore
 import Logging
 #if canImport(Glibc)
@@ -35,6 +38,8 @@ final class MetricsServer: @unchecked Sendable {
     private var backoff = Server.minAcceptBackoff
     private var lastDescriptorLog: UInt64 = 0
     let port: Int
+    /// The context HTTPS connections are made from; nil for plain HTTP.
+    private let tls: TLSContext?
 
     /// Most metrics connections served at once; a Prometheus server keeps one per target.
     static let maxConnections = 16
@@ -46,6 +51,7 @@ final class MetricsServer: @unchecked Sendable {
     init(context: ServerContext, address: String, port: Int, logger: Logger) throws {
         self.context = context
         self.logger = logger
+        tls = context.config.tls.metrics ? context.tls : nil
         base = try Libevent.newBase()
         guard let h = evhttp_new(base) else { throw LibeventError(call: "evhttp_new") }
         http = h
@@ -101,7 +107,25 @@ final class MetricsServer: @unchecked Sendable {
     /// descriptor itself as soon as it is done, whatever reference we still hold.
     fileprivate func newConnection() -> OpaquePointer? {
         prune()
-        guard let bev = bufferevent_socket_new(base, -1, 0) else { return nil }
+        let made: OpaquePointer?
+        if let tls {
+            // The bufferevent owns the SSL object and, with CLOSE_ON_FREE, the descriptor
+            // (evhttp then leaves closing it to the bufferevent's last reference).
+            guard let ssl = tls.newSession() else { return nil }
+            SSL_set_verify(ssl, SSL_VERIFY_NONE, nil)  // scrapers need no client certificate
+            // TLS 1.2 at most here: with TLS 1.3 the client's request arrives together with its
+            // Finished message, and libevent 2.1's OpenSSL bufferevent leaves it inside OpenSSL
+            // unannounced (measured: half of curl's scrapes hung). In TLS 1.2 the client waits
+            // for the server's Finished before sending. (The cache port is Larder's own code.)
+            _ = larder_ssl_set_max_tls12(ssl)
+            made = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                  Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+            if made == nil { SSL_free(ssl) }
+            if let bev = made { bufferevent_openssl_set_allow_dirty_shutdown(bev, 1) }
+        } else {
+            made = bufferevent_socket_new(base, -1, 0)
+        }
+        guard let bev = made else { return nil }
         bufferevent_incref(bev)
         tracked.append(bev)
         if tracked.count >= MetricsServer.maxConnections { pauseListening(retryIn: 0.1) }

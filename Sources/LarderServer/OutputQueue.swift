@@ -124,14 +124,82 @@ struct OutputQueue {
             advance(by: result)
             if head < segments.count && result == 0 { return (.blocked, total) }
         }
-        // Everything is out: reset, keeping modest buffers and dropping huge ones.
+        reset()
+        return (.done, total)
+    }
+
+    /// Everything is out: reset, keeping modest buffers and dropping huge ones.
+    private mutating func reset() {
         segments.removeAll(keepingCapacity: segments.capacity <= 1024)
         pinnedBytes = 0
         head = 0
         headOffset = 0
         committed = 0
         text.reset()
-        return (.done, total)
+    }
+
+    /// Bytes gathered per SSL_write: one TLS record's worth of plaintext (OpenSSL sends at
+    /// most one record per call in partial-write mode, so gathering more would only copy).
+    static let tlsGather = 16 * 1024
+
+    /// Writes as much as the TLS session takes. Replies lying in one text segment (a whole
+    /// pipelined batch of small replies, usually) go to SSL_write straight from the reply
+    /// text; otherwise up to `tlsGather` bytes from the queue's head are gathered into
+    /// `staging` first, so a batch leaves in as few records as its size allows. A retry
+    /// after WANT_WRITE passes the same bytes from the same queue position, never fewer
+    /// (the queue only grows at its tail), as OpenSSL requires.
+    mutating func flush(tls: TLSStream, staging: inout UnsafeMutableRawPointer?) -> (FlushResult, written: Int, wantsRead: Bool) {
+        commitText()
+        var total = 0
+        while head < segments.count {
+            var p: UnsafeRawPointer
+            var n: Int
+            if case .text(let s, let e) = segments[head], e - s - headOffset >= min(pendingBytes, OutputQueue.tlsGather) {
+                p = UnsafeRawPointer(text.base + s + headOffset)
+                n = e - s - headOffset
+            } else {
+                let buf = staging ?? UnsafeMutableRawPointer.allocate(byteCount: OutputQueue.tlsGather, alignment: 16)
+                staging = buf
+                n = gather(into: buf, max: OutputQueue.tlsGather)
+                p = UnsafeRawPointer(buf)
+            }
+            switch tls.write(p, n) {
+            case .bytes(let w):
+                total += w
+                pendingBytes -= w
+                advance(by: w)
+            case .wantWrite: return (.blocked, total, false)
+            case .wantRead: return (.blocked, total, true)
+            case .closed, .failed: return (.failed, total, false)
+            }
+        }
+        reset()
+        return (.done, total, false)
+    }
+
+    /// Copies up to `max` queued bytes, from the head, into `buf`; returns how many.
+    private func gather(into buf: UnsafeMutableRawPointer, max: Int) -> Int {
+        var n = 0
+        var k = head
+        let tbase = text.base
+        while n < max && k < segments.count {
+            let skip = k == head ? headOffset : 0
+            let src: UnsafeRawPointer
+            let len: Int
+            switch segments[k] {
+            case .text(let s, let e):
+                src = UnsafeRawPointer(tbase + s + skip)
+                len = e - s - skip
+            case .large(let value, let count):
+                src = value.prefix(count).baseAddress! + skip
+                len = count - skip
+            }
+            let take = min(len, max - n)
+            (buf + n).copyMemory(from: src, byteCount: take)
+            n += take
+            k += 1
+        }
+        return n
     }
 
     private mutating func advance(by n: Int) {

@@ -1,8 +1,10 @@
-// The server: fits the descriptor limit to -c, binds the listening socket, starts the
+// The server: fits the descriptor limit to -c, binds the listening sockets (each -l address,
+// TLS or plain), starts the
 // workers, accepts connections on the main thread and hands each to a worker round-robin (an
 // even spread, unlike SO_REUSEPORT), enforces the connection limit, pauses accepting for a
 // short back-off when the process runs out of descriptors, logs budget evictions once per
-// interval, ignores SIGHUP, and on SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
+// interval, reloads TLS certificates on SIGHUP (ignores it without TLS), and on
+// SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
 // the replies already queued, and returns.
 import CLibevent
 import LarderMetrics
@@ -18,9 +20,9 @@ public final class Server: @unchecked Sendable {
     public let context: ServerContext
     private let logger: Logger
     private let base: OpaquePointer
-    private let listenFD: Int32
+    /// One per -l address; TLS unless -Z is off or the address was given as notls:.
+    private var listeners: [Listener] = []
     private var workers: [Worker] = []
-    private var acceptEvent: OpaquePointer?
     private var signalEvents: [OpaquePointer] = []
     /// Re-enables accepting after an EMFILE/ENFILE back-off (timer), or as soon as a worker
     /// frees a descriptor (activated through `context.acceptorWake`).
@@ -70,22 +72,31 @@ public final class Server: @unchecked Sendable {
                                               evictionDisabled: config.disableEviction,
                                               maxItemSize: config.maxItemSize),
                           clock: clock)
-        context = ServerContext(config: config, store: store, workers: config.threads)
+        // The certificate and key are read before privileges are dropped (as memcached does).
+        let tls = config.tls.enabled ? try TLSContext(config.tls) : nil
+        context = ServerContext(config: config, store: store, workers: config.threads, tls: tls)
         base = try Libevent.newBase()
-        (listenFD, port) = try Server.bindListener(address: config.listen, port: config.port, backlog: 1024)
+        for spec in config.listeners {
+            let (fd, bound) = try Server.bindListener(address: spec.address, port: spec.port ?? config.port, backlog: 1024)
+            listeners.append(Listener(fd: fd, port: bound, address: spec.address, tls: tls != nil && !spec.plain))
+        }
+        port = listeners[0].port
         context.boundPort.store(port, ordering: .relaxed)
         for i in 0..<config.threads {
             workers.append(try Worker(id: i, context: context))
         }
         let arg = Unmanaged.passUnretained(self).toOpaque()
-        acceptEvent = try Libevent.newEvent(base, fd: listenFD, what: Libevent.read | Libevent.persist, arg: arg,
-                                            serverAcceptable)
+        for l in listeners {
+            l.server = self
+            l.event = try Libevent.newEvent(base, fd: l.fd, what: Libevent.read | Libevent.persist,
+                                            arg: Unmanaged.passUnretained(l).toOpaque(), serverAcceptable)
+        }
         if config.metricsPort != 0 {
             metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort, logger: logger)
         }
         if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
-        // SIGUSR1 is memcached's graceful stop; SIGHUP is ignored (nothing is reloadable yet)
-        // rather than killing the process, as it does by default.
+        // SIGUSR1 is memcached's graceful stop; SIGHUP reloads the TLS certificates with -Z
+        // and is otherwise ignored rather than killing the process, as it does by default.
         for sig in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))
@@ -131,20 +142,28 @@ public final class Server: @unchecked Sendable {
         sw.start()
         sweeper = sw
         metrics?.start()
-        Libevent.add(acceptEvent!)
+        for l in listeners { Libevent.add(l.event!) }
         for e in signalEvents { Libevent.add(e) }
         Libevent.add(housekeepingEvent!, timeoutSeconds: Double(Server.logInterval))
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
             logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
         }
-        logger.notice("listening on \(context.config.listen):\(port) with \(workers.count) threads, \(context.config.memoryLimitMB) MB")
-        if let m = metrics { logger.notice("metrics on http://\(context.config.listen):\(m.port)/metrics") }
+        logger.notice("listening on \(listeners[0].address):\(port)\(listeners[0].tls ? " (TLS)" : "") with \(workers.count) threads, \(context.config.memoryLimitMB) MB")
+        for l in listeners.dropFirst() {
+            logger.notice("also listening on \(l.address):\(l.port) (\(l.tls ? "TLS" : "plain text"))")
+        }
+        if let m = metrics {
+            logger.notice("metrics on \(context.config.tls.metrics ? "https" : "http")://\(context.config.listen):\(m.port)/metrics")
+        }
         event_base_loop(base, 0)
         // Shutdown: stop accepting, let workers drain, then return.
         context.acceptorWake.paused.store(false, ordering: .relaxed)
-        if let e = acceptEvent { Libevent.free(e) }
+        for l in listeners {
+            if let e = l.event { Libevent.free(e) }
+            l.event = nil
+            _ = Glibc.close(l.fd)
+        }
         if let e = housekeepingEvent { Libevent.free(e) }
-        _ = Glibc.close(listenFD)
         for w in workers { w.beginShutdown() }
         for w in workers { w.join() }
         sweeper?.stop()
@@ -152,7 +171,8 @@ public final class Server: @unchecked Sendable {
         logger.notice("stopped")
     }
 
-    fileprivate func acceptAll() {
+    fileprivate func acceptAll(_ listener: Listener) {
+        let listenFD = listener.fd
         while true {
             var addr = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -190,7 +210,7 @@ public final class Server: @unchecked Sendable {
             conns.total.wrappingIncrement(ordering: .relaxed)
             let w = workers[nextWorker]
             nextWorker = (nextWorker + 1) % workers.count
-            w.hand(fd: fd, peer: Server.describe(&addr))
+            w.hand(fd: fd, peer: Server.describe(&addr), tls: listener.tls)
         }
     }
 
@@ -206,7 +226,7 @@ public final class Server: @unchecked Sendable {
     /// its backlog), like memcached's accept_new_conns(false), and resume after a back-off or
     /// as soon as a connection closes. Logged once per interval, never per failed accept.
     private func pauseAccepting(errno e: Int32) {
-        Libevent.del(acceptEvent!)
+        for l in listeners { Libevent.del(l.event!) }
         context.connections.accepting.store(false, ordering: .relaxed)
         context.connections.listenDisabled.wrappingIncrement(ordering: .relaxed)
         descriptorPausesSinceLog += 1
@@ -230,8 +250,10 @@ public final class Server: @unchecked Sendable {
         guard context.connections.accepting.load(ordering: .relaxed) == false else { return }
         context.connections.accepting.store(true, ordering: .relaxed)
         context.connections.listenDisabledMicros.wrappingIncrement(by: (monotonicNanos() &- pausedSince) / 1000, ordering: .relaxed)
-        Libevent.add(acceptEvent!)
-        acceptAll()
+        for l in listeners {
+            Libevent.add(l.event!)
+            acceptAll(l)
+        }
     }
 
     /// Every `logInterval` seconds: logs what the client-memory budget and the output timeout
@@ -249,6 +271,15 @@ public final class Server: @unchecked Sendable {
     }
 
     fileprivate func signalled(_ sig: Int32) {
+        if sig == SIGHUP, let tls = context.tls {
+            // With TLS, SIGHUP reloads the certificate, key and CA (as refresh_certs does).
+            if let error = tls.reload() {
+                logger.error("SIGHUP: certificates not reloaded, still serving the old ones: \(error)")
+            } else {
+                logger.notice("SIGHUP: certificates reloaded; new connections use them")
+            }
+            return
+        }
         if sig == SIGHUP {
             if !sighupLogged {
                 logger.notice("SIGHUP received: ignored (nothing to reload; SIGTERM or SIGUSR1 stops Larder)")
@@ -372,8 +403,27 @@ public enum ServerError: Error, CustomStringConvertible {
     }
 }
 
+/// A listening socket. Owned by the server, used on the acceptor thread only.
+final class Listener {
+    let fd: Int32
+    let port: Int
+    let address: String
+    let tls: Bool
+    var event: OpaquePointer?
+    weak var server: Server?
+    init(fd: Int32, port: Int, address: String, tls: Bool) {
+        self.fd = fd
+        self.port = port
+        self.address = address
+        self.tls = tls
+    }
+}
+
 private func serverAcceptable(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
-    Unmanaged<Server>.fromOpaque(arg!).takeUnretainedValue().acceptAll()
+    // The argument is the listener, unretained: the server holds it until `run` returns,
+    // after its event is freed.
+    let l = Unmanaged<Listener>.fromOpaque(arg!).takeUnretainedValue()
+    l.server?.acceptAll(l)
 }
 
 private func serverSignalled(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {

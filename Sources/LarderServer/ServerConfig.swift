@@ -43,6 +43,11 @@ public struct ServerConfig: Sendable, Equatable {
     public var outputTimeout: Int = 30
     /// `-A`: allow the `shutdown` command (off by default, as memcached's `-A`).
     public var enableShutdown: Bool = false
+    /// `-l` as given: one or more comma-separated `[notls:]address[:port]` (memcached's form).
+    /// `listen` above is the first address; these are every listener.
+    public var listeners: [ListenSpec] = [ListenSpec(address: "127.0.0.1", port: nil, plain: false)]
+    /// TLS (`-Z`, `-o ssl_*`, `--metrics-tls`): see TLSSettings and docs/TLS.md.
+    public var tls = TLSSettings()
 
     public init() {}
 
@@ -57,7 +62,7 @@ public struct ServerConfig: Sendable, Equatable {
         "disable-evictions", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
         "enable-shutdown",
-    ]
+    ] + TLSSettings.settingNames
 
     /// Applies one setting given as text (from a file, the environment or a flag).
     public mutating func apply(_ name: String, _ raw: String, source: String) throws(ConfigError) {
@@ -72,10 +77,12 @@ public struct ServerConfig: Sendable, Equatable {
         switch name {
         case "port": port = try int(0...65535)
         case "listen":
-            guard !value.isEmpty, isValidAddress(value) else {
-                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not an IPv4 or IPv6 address")
+            guard let specs = ListenSpec.parseList(value) else {
+                throw ConfigError(setting: name, source: source,
+                                  message: "'\(raw)' is not a list of IPv4 or IPv6 addresses, each [notls:]address[:port]")
             }
-            listen = value
+            listeners = specs
+            listen = specs[0].address
         case "memory-limit": memoryLimitMB = try int(1...1_048_576)
         case "conn-limit": maxConnections = try int(1...1_000_000)
         case "threads": threads = try int(1...256)
@@ -112,6 +119,7 @@ public struct ServerConfig: Sendable, Equatable {
             }
             enableShutdown = b
         default:
+            if try tls.apply(name, value, raw: raw, source: source) { return }
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }
     }
@@ -128,6 +136,7 @@ public struct ServerConfig: Sendable, Equatable {
             throw ConfigError(setting: "metrics-port", source: "configuration",
                               message: "must differ from port \(port)")
         }
+        try tls.validate(metricsPort: metricsPort)
     }
 
     /// Loads a config file into `self`. Two formats, told apart by the first entry:
@@ -201,16 +210,17 @@ public struct ServerConfig: Sendable, Equatable {
                 default: break
                 }
             }
-            let names = Set(settings.map(\.setting))
-            guard settings.count == 1, names.count == 1 else {
+            // One flag per line (`-vv` is one); `-o a=1,b=2` is one flag setting several things.
+            guard Set(parsed.map(\.spec.long)).count == 1, !settings.isEmpty else {
                 throw ConfigError(setting: words[0], source: where_, message: "one flag per line, please")
             }
-            let (key, value, written) = settings[0]
-            if let first = seen[key] {
-                throw ConfigError(setting: key, source: where_, message: "set twice (first on line \(first))")
+            for (key, value, written) in settings {
+                if let first = seen[key] {
+                    throw ConfigError(setting: key, source: where_, message: "set twice (first on line \(first))")
+                }
+                seen[key] = line.number
+                try apply(key, value, source: "\(where_) (\(written))")
             }
-            seen[key] = line.number
-            try apply(key, value, source: "\(where_) (\(written))")
         }
     }
 

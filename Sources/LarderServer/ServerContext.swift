@@ -35,8 +35,12 @@ public final class ServerContext: Sendable {
     // is dropped by the sweeper or reused by the next connection on that fd.
     nonisolated(unsafe) private var registry: [Int32: WeakConnectionInfo] = [:]
 
-    public init(config: ServerConfig, store: Store, workers: Int) {
+    /// The OpenSSL context of the TLS listeners (nil without -Z).
+    let tls: TLSContext?
+
+    init(config: ServerConfig, store: Store, workers: Int, tls: TLSContext? = nil) {
         self.config = config
+        self.tls = tls
         self.store = store
         startTime = store.clock.now()
         workerCounters = (0..<workers).map { _ in CounterBlock() }

@@ -81,6 +81,15 @@ enum StatsReport {
             ("metrics_port", "\(cfg.metricsPort)"),
             ("client_memory_limit", "\(cfg.clientMemoryMB * 1024 * 1024)"),
             ("output_timeout", "\(cfg.outputTimeout)"),
+            // memcached's names for its TLS settings (shown by it only when built with TLS).
+            ("ssl_enabled", cfg.tls.enabled ? "yes" : "no"),
+            ("ssl_chain_cert", cfg.tls.chainCert ?? "NULL"),
+            ("ssl_key", cfg.tls.key ?? "NULL"),
+            ("ssl_verify_mode", "\(cfg.tls.verifyMode)"),
+            ("ssl_ciphers", cfg.tls.ciphers ?? "NULL"),
+            ("ssl_ca_cert", cfg.tls.caCert ?? "NULL"),
+            ("ssl_min_version", cfg.tls.minVersion.rawValue),
+            ("ssl_handshake_timeout", "\(cfg.tls.handshakeTimeout)"),
         ]
     }
 }

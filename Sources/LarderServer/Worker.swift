@@ -23,7 +23,7 @@ final class Worker: @unchecked Sendable {
     private var connections: [Int32: Connection] = [:]
     private let inboxLock = Mutex()
     // nonisolated(unsafe)-like: guarded by inboxLock.
-    private var inbox: [(fd: Int32, peer: String)] = []
+    private var inbox: [(fd: Int32, peer: String, tls: Bool)] = []
     private var shuttingDown = false
     private var notifyEvent: OpaquePointer?
     private var shutdownEvent: OpaquePointer?
@@ -62,8 +62,8 @@ final class Worker: @unchecked Sendable {
     }
 
     /// Called by the acceptor thread: queue the fd and wake the worker.
-    func hand(fd: Int32, peer: String) {
-        inboxLock.withLock { inbox.append((fd, peer)) }
+    func hand(fd: Int32, peer: String, tls: Bool) {
+        inboxLock.withLock { inbox.append((fd, peer, tls)) }
         Libevent.activate(notifyEvent!)
     }
 
@@ -73,18 +73,18 @@ final class Worker: @unchecked Sendable {
     }
 
     fileprivate func drainInbox() {
-        let pending = inboxLock.withLock { () -> [(fd: Int32, peer: String)] in
+        let pending = inboxLock.withLock { () -> [(fd: Int32, peer: String, tls: Bool)] in
             let p = inbox
             inbox.removeAll()
             return p
         }
-        for (fd, peer) in pending {
+        for (fd, peer, tls) in pending {
             if shuttingDown {
                 _ = Glibc.close(fd)
                 context.connections.current.wrappingDecrement(ordering: .relaxed)
                 continue
             }
-            let c = Connection(fd: fd, worker: self)
+            let c = Connection(fd: fd, worker: self, tls: tls ? context.tls : nil)
             guard c.register() else {
                 _ = Glibc.close(fd)
                 context.connections.current.wrappingDecrement(ordering: .relaxed)

@@ -16,6 +16,8 @@ struct BenchSettings: Sendable {
     var rate: Double
     /// Connections over all threads (the open-loop rate is shared by all of them).
     var totalConnections: Int
+    /// --tls: connect with TLS (memcached's and Larder's -Z).
+    var tls: BenchTLS?
 }
 
 struct BenchCommand: ParsableCommand {
@@ -41,6 +43,8 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print the final report as JSON.") var json = false
     @Option(help: "Label included in the JSON report.") var label = ""
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Flag(help: "Connect with TLS (a server started with -Z).") var tls = false
+    @Option(help: "With --tls: check the server certificate against this CA file (unchecked without).") var tlsCa: String?
 
     func validate() throws {
         guard threads >= 1, connections >= threads else { throw ValidationError("need at least one connection per thread") }
@@ -56,7 +60,8 @@ struct BenchCommand: ParsableCommand {
         let workload = Workload(keyCount: keys, keySize: keySize, valueMin: vmin, valueMax: vmax,
                                 setFraction: Double(s) / Double(s + g),
                                 zipfSkew: distribution == "zipf" ? zipfSkew : nil)
-        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections)
+        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections,
+                                     tls: tls ? try BenchTLS(caFile: tlsCa) : nil)
         let phase = ManagedAtomic<Int>(Phase.warmup.rawValue)
         var loaders: [LoadThread] = []
         for t in 0..<threads {

@@ -4,6 +4,7 @@
 // is measured from the scheduled time, which corrects for coordinated omission.
 import Atomics
 import BenchSupport
+import COpenSSL
 import Histogram
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,8 @@ struct Pending {
 
 final class BenchConnection {
     let fd: Int32
+    /// The TLS session with --tls (blocking socket, as the plain path).
+    let ssl: OpaquePointer?
     var out: [UInt8] = []
     var inbuf: [UInt8] = []
     var inStart = 0
@@ -37,10 +40,60 @@ final class BenchConnection {
     var pendingHead = 0
     var nextDue: UInt64 = 0
 
-    init(fd: Int32) {
+    init(fd: Int32, ssl: OpaquePointer? = nil) {
         self.fd = fd
+        self.ssl = ssl
         out.reserveCapacity(1 << 16)
         inbuf.reserveCapacity(1 << 16)
+    }
+
+    deinit { if let ssl { SSL_free(ssl) } }
+
+    /// send(), or SSL_write with --tls; the result as send's (-1 and errno on failure).
+    func send(_ p: UnsafeRawPointer, _ n: Int) -> Int {
+        guard let ssl else { return Glibc.send(fd, p, n, Int32(MSG_NOSIGNAL)) }
+        let rc = SSL_write(ssl, p, Int32(n))
+        if rc > 0 { return Int(rc) }
+        errno = SSL_get_error(ssl, rc) == SSL_ERROR_WANT_WRITE ? EAGAIN : EPIPE
+        return -1
+    }
+
+    /// recv(), or SSL_read with --tls (0: closed).
+    func recv(_ p: UnsafeMutableRawPointer, _ n: Int) -> Int {
+        guard let ssl else { return Glibc.recv(fd, p, n, 0) }
+        let rc = SSL_read(ssl, p, Int32(n))
+        if rc > 0 { return Int(rc) }
+        let e = SSL_get_error(ssl, rc)
+        if e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE { errno = EAGAIN; return -1 }
+        return 0
+    }
+
+    /// Decrypted bytes OpenSSL holds that poll() will not announce.
+    var tlsPending: Bool { ssl.map { SSL_pending($0) > 0 } ?? false }
+}
+
+/// The client side of --tls: one context for every connection; certificates are not
+/// checked unless a CA file is given (the benchmark measures throughput, not trust).
+final class BenchTLS: @unchecked Sendable {
+    // @unchecked Sendable: the SSL_CTX is configured once, before any thread uses it;
+    // SSL_new from several threads is safe on a configured context.
+    let ctx: OpaquePointer
+    init(caFile: String?) throws {
+        guard let c = SSL_CTX_new(TLS_client_method()) else { throw BenchError(description: "SSL_CTX_new failed") }
+        ctx = c
+        if let ca = caFile {
+            guard SSL_CTX_load_verify_locations(c, ca, nil) == 1 else { throw BenchError(description: "cannot load CA file \(ca)") }
+            SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nil)
+        }
+    }
+
+    func connect(fd: Int32) throws -> OpaquePointer {
+        guard let ssl = SSL_new(ctx), SSL_set_fd(ssl, fd) == 1 else { throw BenchError(description: "SSL_new failed") }
+        guard SSL_connect(ssl) == 1 else {
+            SSL_free(ssl)
+            throw BenchError(description: "TLS handshake failed (is the server started with -Z?)")
+        }
+        return ssl
     }
 }
 
@@ -69,7 +122,10 @@ final class LoadThread: @unchecked Sendable {
     }
 
     func connectAll() throws {
-        for _ in 0..<connectionCount { conns.append(BenchConnection(fd: try connectTo(options.host, options.port))) }
+        for _ in 0..<connectionCount {
+            let fd = try connectTo(options.host, options.port)
+            conns.append(BenchConnection(fd: fd, ssl: try options.tls?.connect(fd: fd)))
+        }
     }
 
     func run() {
@@ -134,7 +190,7 @@ final class LoadThread: @unchecked Sendable {
         }
         var off = 0
         while off < c.out.count {
-            let n = c.out[off...].withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = c.out[off...].withUnsafeBytes { c.send($0.baseAddress!, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN {
@@ -163,12 +219,16 @@ final class LoadThread: @unchecked Sendable {
             c.inbuf.removeAll(keepingCapacity: true)
             c.inStart = 0
         }
-        let old = c.inbuf.count
-        c.inbuf.append(contentsOf: repeatElement(0, count: 65536))
-        let n = c.inbuf.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress! + old, 65536, 0) }
-        c.inbuf.removeLast(65536 - max(0, n))
-        if n == 0 { noteError("server closed the connection"); return false }
-        if n < 0 { return errno == EAGAIN || errno == EINTR }
+        var got = 0
+        repeat {  // with TLS, also what OpenSSL already decrypted (poll cannot see it)
+            let old = c.inbuf.count
+            c.inbuf.append(contentsOf: repeatElement(0, count: 65536))
+            let n = c.inbuf.withUnsafeMutableBytes { c.recv($0.baseAddress! + old, 65536) }
+            c.inbuf.removeLast(65536 - max(0, n))
+            if n == 0 { noteError("server closed the connection"); return false }
+            if n < 0 { if got == 0 { return errno == EAGAIN || errno == EINTR } else { break } }
+            got += n
+        } while c.tlsPending
         let now = monotonicNanos()
         let measuring = phase.load(ordering: .relaxed) == Phase.measure.rawValue
         var done = 0
@@ -241,12 +301,12 @@ final class LoadThread: @unchecked Sendable {
             c.out.removeAll(keepingCapacity: true)
             let end = min(slice.upperBound, i + 200)
             for id in i..<end { appendSet(id: id, length: workload.valueLength(&rng), to: &c.out) }
-            _ = c.out.withUnsafeBytes { sendAll(c.fd, $0) }
+            _ = c.out.withUnsafeBytes { sendAll(c, $0) }
             var need = end - i
             var buf = [UInt8](repeating: 0, count: 65536)
             var carry = 0
             while need > 0 {
-                let n = recv(c.fd, &buf, buf.count, 0)
+                let n = buf.withUnsafeMutableBytes { c.recv($0.baseAddress!, $0.count) }
                 if n <= 0 { noteError("preload: connection closed"); return }
                 // Replies are all "STORED\r\n" (8 bytes).
                 carry += n
@@ -258,13 +318,13 @@ final class LoadThread: @unchecked Sendable {
     }
 }
 
-func sendAll(_ fd: Int32, _ b: UnsafeRawBufferPointer) -> Bool {
+func sendAll(_ c: BenchConnection, _ b: UnsafeRawBufferPointer) -> Bool {
     var off = 0
     while off < b.count {
-        let n = send(fd, b.baseAddress! + off, b.count - off, Int32(MSG_NOSIGNAL))
+        let n = c.send(b.baseAddress! + off, b.count - off)
         if n < 0 {
             if errno == EINTR { continue }
-            if errno == EAGAIN { var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0); _ = poll(&p, 1, 100); continue }
+            if errno == EAGAIN { var p = pollfd(fd: c.fd, events: Int16(POLLOUT), revents: 0); _ = poll(&p, 1, 100); continue }
             return false
         }
         off += n

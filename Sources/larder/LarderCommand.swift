@@ -63,6 +63,10 @@ enum LarderCommand {
         let server: Server
         do {
             server = try Server(config: cfg, logger: logger)
+        } catch let error as ConfigError {
+            // A TLS file that is missing, unreadable, open to others or not matching.
+            printError("larder: \(error)")
+            exit(64)
         } catch {
             printError("larder: \(error)")
             exit(71)

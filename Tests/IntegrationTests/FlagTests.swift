@@ -57,6 +57,7 @@ struct FlagTests {
         for f in FlagParser.table {
             switch f.kind {
             case .setting(let s), .enable(let s), .count(let s): fromFlags.insert(s)
+            case .extended: fromFlags.formUnion(FlagParser.extendedOptions.map { String($0.map { $0 == "_" ? "-" : $0 }) })
             default: break
             }
         }
@@ -66,7 +67,7 @@ struct FlagTests {
     @Test("help lists every flag under memcached's groups")
     func help() {
         let text = FlagParser.helpText(version: "9.9")
-        for g in ["Connection:", "Memory:", "Clients:", "Metrics:", "Debugging:"] { #expect(text.contains(g)) }
+        for g in ["Connection:", "Memory:", "Clients:", "Metrics:", "TLS:", "Debugging:"] { #expect(text.contains(g)) }
         for f in FlagParser.table { #expect(text.contains("--\(f.long)")) }
     }
 }
