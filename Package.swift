@@ -31,6 +31,8 @@ let package = Package(
             pkgConfig: "libevent_pthreads",
             providers: [.apt(["libevent-dev"])]
         ),
+        // crypt(3) for the bcrypt hashes of --metrics-auth-file (libcrypt1 is on every Debian).
+        .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .target(name: "LarderProtocol", swiftSettings: hot),
         .target(name: "LarderStore", dependencies: [.product(name: "Atomics", package: "swift-atomics")], swiftSettings: hot),
         .target(
@@ -41,7 +43,7 @@ let package = Package(
         .target(
             name: "LarderServer",
             dependencies: [
-                "CLibevent", "LarderProtocol", "LarderStore", "LarderMetrics",
+                "CLibevent", "CCrypt", "LarderProtocol", "LarderStore", "LarderMetrics",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hot

@@ -34,6 +34,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case deleteInvalidated
     /// Requests answered with an error line, by any command.
     case protocolErrors
+    /// `-Y` authentication attempts (memcached's auth_cmds) and the failed ones (auth_errors).
+    case authCmds, authErrors
 }
 
 /// The status label of `larder_commands_total`.
@@ -175,6 +177,8 @@ public final class ConnectionCounters: Sendable {
     public let accepting = ManagedAtomic<Bool>(true)
     /// Connections to the metrics port refused by its own connection limit.
     public let metricsRejected = ManagedAtomic<UInt64>(0)
+    /// Requests to the metrics endpoint answered 401 (missing or wrong credentials).
+    public let metricsAuthFailures = ManagedAtomic<UInt64>(0)
     public init() {}
 
     public func reset() {

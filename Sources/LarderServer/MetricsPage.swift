@@ -81,7 +81,14 @@ enum MetricsPage {
         p.family("larder_protocol_errors_total", .counter, "Requests answered with an error line.")
         p.sample("larder_protocol_errors_total", [], sum(.protocolErrors))
 
+        p.family("larder_auth_commands_total", .counter, "Authentication attempts (-Y), memcached's auth_cmds.")
+        p.sample("larder_auth_commands_total", [], sum(.authCmds))
+        p.family("larder_auth_errors_total", .counter, "Failed authentication attempts (-Y), memcached's auth_errors.")
+        p.sample("larder_auth_errors_total", [], sum(.authErrors))
+
         let conns = ctx.connections
+        p.family("larder_metrics_auth_failures_total", .counter, "Requests to the metrics endpoint refused for missing or wrong credentials (401).")
+        p.sample("larder_metrics_auth_failures_total", [], conns.metricsAuthFailures.load(ordering: .relaxed))
         p.family("larder_connections", .gauge, "Open client connections.")
         p.sample("larder_connections", [], Double(conns.current.load(ordering: .relaxed)))
         p.family("larder_connections_total", .counter, "Client connections accepted.")

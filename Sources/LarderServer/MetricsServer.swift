@@ -6,7 +6,9 @@
 // slow for 10 s is closed, at most 16 connections are served at once (more wait in the
 // kernel's backlog while the listener is disabled), and when the process is out of
 // descriptors the listener is disabled for a back-off and the fact logged once per interval,
-// instead of evhttp's default of retrying and logging every failed accept.
+// instead of evhttp's default of retrying and logging every failed accept. With
+// --metrics-token-file or --metrics-auth-file every request must carry credentials
+// (MetricsGuard.swift), or gets 401 with a WWW-Authenticate challenge.
 import CLibevent
 import LarderStore
 import Logging
@@ -35,6 +37,10 @@ final class MetricsServer: @unchecked Sendable {
     private var backoff = Server.minAcceptBackoff
     private var lastDescriptorLog: UInt64 = 0
     let port: Int
+    /// The token and/or basic-auth users requests must present (nil: none); replaced on SIGHUP.
+    let credentials = Reloadable<MetricsGuard?>(nil)
+    /// Checks credentials, remembering verified passwords (metrics thread only).
+    private let gate = MetricsGate()
 
     /// Most metrics connections served at once; a Prometheus server keeps one per target.
     static let maxConnections = 16
@@ -177,7 +183,15 @@ final class MetricsServer: @unchecked Sendable {
         let text: String
         let code: Int32
         let reason: String
-        if path == "/metrics" {
+        if let g = credentials.current,
+           !gate.allows(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization").map { String(cString: $0) }, g) {
+            // Every path, so an unauthenticated client learns nothing; never logged per request.
+            context.connections.metricsAuthFailures.wrappingIncrement(ordering: .relaxed)
+            for c in g.challenges { evhttp_add_header(headers, "WWW-Authenticate", c) }
+            evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8")
+            text = "unauthorized: this endpoint requires credentials\n"
+            (code, reason) = (401, "Unauthorized")
+        } else if path == "/metrics" {
             text = MetricsPage.render(context)
             evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             (code, reason) = (200, "OK")

@@ -82,6 +82,9 @@ public final class Server: @unchecked Sendable {
             metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort, logger: logger)
         }
         if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
+        // Credentials are read as the user Larder serves as (memcached reads -Y after
+        // dropping privileges too), so what starts also reloads on SIGHUP.
+        try loadCredentials(initial: true)
         // SIGUSR1 is memcached's graceful stop; SIGHUP is ignored (nothing is reloadable yet)
         // rather than killing the process, as it does by default.
         for sig in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] {
@@ -230,10 +233,32 @@ public final class Server: @unchecked Sendable {
         acceptAll()
     }
 
+    private var hasCredentialFiles: Bool {
+        let c = context.config
+        return c.authFile != nil || c.metricsTokenFile != nil || c.metricsAuthFile != nil
+    }
+
+    /// Reads the -Y auth file and the metrics endpoint's credentials files (at start, and on
+    /// SIGHUP). All are read before any is replaced, so a bad file changes nothing.
+    private func loadCredentials(initial: Bool) throws(ConfigError) {
+        let c = context.config
+        let users = try c.authFile.map { (path: String) throws(ConfigError) in try AuthUsers.load(path) }
+        let guardian = try MetricsGuard.load(tokenFile: c.metricsTokenFile, authFile: c.metricsAuthFile)
+        if let users, let path = c.authFile {
+            context.authUsers.replace(users)
+            logger.notice("\(initial ? "authentication required (-Y)" : "SIGHUP: re-read -Y"): \(users.count) user(s) from \(path)")
+        }
+        if let guardian {
+            metrics?.credentials.replace(guardian)
+            if !initial { logger.notice("SIGHUP: re-read the metrics endpoint's credentials") }
+        }
+    }
+
     /// Once a second: logs what the client-memory budget and the output timeout closed since
     /// the last line, at most once per interval.
     fileprivate func housekeeping() {
         let now = monotonicNanos()
+        logAuthFailures(now)
         guard lastBudgetLog == 0 || now &- lastBudgetLog >= Server.logInterval * 1_000_000_000 else { return }
         let evicted = context.clientsEvicted, timeouts = context.outputTimeouts
         guard evicted != lastEvictedLogged || timeouts != lastTimeoutsLogged else { return }
@@ -244,7 +269,36 @@ public final class Server: @unchecked Sendable {
         lastBudgetLog = now
     }
 
+    /// Failed authentications since the last line, logged at most once per interval however
+    /// many there are (a client trying passwords must not flood the log); never a user name
+    /// or password.
+    private func logAuthFailures(_ now: UInt64) {
+        guard context.config.authFile != nil || context.config.metricsAuthFile != nil
+                || context.config.metricsTokenFile != nil else { return }
+        guard lastAuthLog == 0 || now &- lastAuthLog >= Server.logInterval * 1_000_000_000 else { return }
+        var cache: UInt64 = 0
+        for b in context.workerCounters { cache &+= b.get(.authErrors) }
+        let metrics = context.connections.metricsAuthFailures.load(ordering: .relaxed)
+        guard cache != lastAuthErrors || metrics != lastMetricsAuthFailures else { return }
+        logger.warning("authentication: \(cache &- lastAuthErrors) failed attempt(s) on the cache port (-Y) and \(metrics &- lastMetricsAuthFailures) refused request(s) on the metrics port since the last such line")
+        lastAuthErrors = cache
+        lastMetricsAuthFailures = metrics
+        lastAuthLog = now
+    }
+    private var lastAuthLog: UInt64 = 0
+    private var lastAuthErrors: UInt64 = 0
+    private var lastMetricsAuthFailures: UInt64 = 0
+
     fileprivate func signalled(_ sig: Int32) {
+        if sig == SIGHUP && hasCredentialFiles {
+            // memcached re-reads its -Y file on SIGHUP; a bad file keeps the users loaded before.
+            do {
+                try loadCredentials(initial: false)
+            } catch {
+                logger.error("SIGHUP: \(error); keeping the credentials loaded before")
+            }
+            return
+        }
         if sig == SIGHUP {
             if !sighupLogged {
                 logger.notice("SIGHUP received: ignored (nothing to reload; SIGTERM or SIGUSR1 stops Larder)")

@@ -43,6 +43,12 @@ public struct ServerConfig: Sendable, Equatable {
     public var outputTimeout: Int = 30
     /// `-A`: allow the `shutdown` command (off by default, as memcached's `-A`).
     public var enableShutdown: Bool = false
+    /// `-Y`: memcached's ASCII authentication file (`user:password` lines); nil = no auth.
+    public var authFile: String? = nil
+    /// `--metrics-token-file`: a bearer token /metrics requires (Prometheus' `authorization`).
+    public var metricsTokenFile: String? = nil
+    /// `--metrics-auth-file`: `user:bcrypt-hash` lines /metrics requires (Prometheus' `basic_auth`).
+    public var metricsAuthFile: String? = nil
 
     public init() {}
 
@@ -56,7 +62,7 @@ public struct ServerConfig: Sendable, Equatable {
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
-        "enable-shutdown",
+        "enable-shutdown", "auth-file", "metrics-token-file", "metrics-auth-file",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -111,6 +117,16 @@ public struct ServerConfig: Sendable, Equatable {
                 throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
             }
             enableShutdown = b
+        case "auth-file", "metrics-token-file", "metrics-auth-file":
+            // Read (and checked) at start, after privileges are dropped, and again on SIGHUP.
+            guard !value.isEmpty else {
+                throw ConfigError(setting: name, source: source, message: "expected the path of a file")
+            }
+            switch name {
+            case "auth-file": authFile = value
+            case "metrics-token-file": metricsTokenFile = value
+            default: metricsAuthFile = value
+            }
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }

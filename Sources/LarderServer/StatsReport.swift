@@ -97,6 +97,8 @@ enum StatsReport {
             ("touch_misses", "\(ctx.total(.touchMisses) &+ ctx.total(.gatMisses))"),
             ("store_too_large", n(.storeTooLarge)),
             ("store_no_memory", n(.storeNoMemory)),
+            ("auth_cmds", n(.authCmds)),
+            ("auth_errors", n(.authErrors)),
             ("bytes_read", n(.bytesRead)),
             ("bytes_written", n(.bytesWritten)),
             ("limit_maxbytes", "\(ctx.store.memoryLimit)"),

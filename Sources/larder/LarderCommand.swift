@@ -63,6 +63,10 @@ enum LarderCommand {
         let server: Server
         do {
             server = try Server(config: cfg, logger: logger)
+        } catch let error as ConfigError {
+            // A setting only checkable at start (a credentials file read after -u): as bad configuration.
+            printError("larder: \(error)")
+            exit(64)
         } catch {
             printError("larder: \(error)")
             exit(71)
