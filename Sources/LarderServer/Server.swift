@@ -58,6 +58,7 @@ public final class Server: @unchecked Sendable {
         sigaddset(&set, SIGTERM)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGUSR1)
+        sigaddset(&set, SIGHUP)  // re-reads the credentials files
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try Libevent.enableThreads()
         _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
