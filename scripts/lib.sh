@@ -35,7 +35,7 @@ ensure_pip() {
 
 # Build dependencies of Larder itself.
 ensure_build_deps() {
-    ensure_apt libevent-dev pkg-config
+    ensure_apt libevent-dev pkg-config libcrypt-dev
 }
 
 # Arguments that let larder start when this script runs as root (Larder, like memcached,

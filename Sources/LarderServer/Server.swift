@@ -1,9 +1,10 @@
 // The server: fits the descriptor limit to -c, binds the listening socket, starts the
 // workers, accepts connections on the main thread and hands each to a worker round-robin (an
 // even spread, unlike SO_REUSEPORT), enforces the connection limit, pauses accepting for a
-// short back-off when the process runs out of descriptors, logs budget evictions once per
-// interval, ignores SIGHUP, and on SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
-// the replies already queued, and returns.
+// short back-off when the process runs out of descriptors, logs budget evictions and failed
+// authentications once per interval, reads the credentials files after dropping privileges
+// and again on SIGHUP, and on SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send the
+// replies already queued, and returns.
 import CLibevent
 import LarderMetrics
 import LarderStore
@@ -302,7 +303,7 @@ public final class Server: @unchecked Sendable {
         }
         if sig == SIGHUP {
             if !sighupLogged {
-                logger.notice("SIGHUP received: ignored (nothing to reload; SIGTERM or SIGUSR1 stops Larder)")
+                logger.notice("SIGHUP received: ignored (it re-reads -Y and the metrics credentials files, and none is set; SIGTERM or SIGUSR1 stops Larder)")
                 sighupLogged = true
             }
             return
