@@ -211,6 +211,8 @@ struct AuthServerTests {
         _ = try auth(c, "alice", "secret")
         let stats = try c.request("stats\r\n", until: "END\r\n")
         #expect(stats.contains("STAT store_no_memory 0\r\nSTAT auth_cmds 4\r\nSTAT auth_errors 2\r\nSTAT bytes_read "))
+        let settings = try c.request("stats settings\r\n", until: "END\r\n")
+        #expect(settings.contains("STAT cas_enabled yes\r\nSTAT auth_enabled_sasl no\r\nSTAT auth_enabled_ascii \(file)\r\n"))
         let page = try httpGet(port: metricsPort, path: "/metrics").body
         #expect(metric(page, "larder_auth_commands_total") == 4)
         #expect(metric(page, "larder_auth_errors_total") == 2)
