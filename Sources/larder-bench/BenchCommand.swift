@@ -16,6 +16,8 @@ struct BenchSettings: Sendable {
     var rate: Double
     /// Connections over all threads (the open-loop rate is shared by all of them).
     var totalConnections: Int
+    /// `user:password` to authenticate each connection with first (memcached's -Y), or nil.
+    var auth: String? = nil
 }
 
 struct BenchCommand: ParsableCommand {
@@ -41,6 +43,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print the final report as JSON.") var json = false
     @Option(help: "Label included in the JSON report.") var label = ""
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "Authenticate every connection first, as memcached's -Y expects: user:password.") var auth: String?
 
     func validate() throws {
         guard threads >= 1, connections >= threads else { throw ValidationError("need at least one connection per thread") }
@@ -48,6 +51,7 @@ struct BenchCommand: ParsableCommand {
         guard parseRange(valueSize) != nil else { throw ValidationError("--value-size must be N or N-M") }
         guard parseRatio(ratio) != nil else { throw ValidationError("--ratio must be SETS:GETS") }
         guard ["uniform", "zipf"].contains(distribution) else { throw ValidationError("--distribution is uniform or zipf") }
+        if let auth { guard auth.contains(":") else { throw ValidationError("--auth must be user:password") } }
     }
 
     func run() throws {
@@ -56,7 +60,8 @@ struct BenchCommand: ParsableCommand {
         let workload = Workload(keyCount: keys, keySize: keySize, valueMin: vmin, valueMax: vmax,
                                 setFraction: Double(s) / Double(s + g),
                                 zipfSkew: distribution == "zipf" ? zipfSkew : nil)
-        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections)
+        let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections,
+                                     auth: auth)
         let phase = ManagedAtomic<Int>(Phase.warmup.rawValue)
         var loaders: [LoadThread] = []
         for t in 0..<threads {

@@ -69,7 +69,11 @@ final class LoadThread: @unchecked Sendable {
     }
 
     func connectAll() throws {
-        for _ in 0..<connectionCount { conns.append(BenchConnection(fd: try connectTo(options.host, options.port))) }
+        for _ in 0..<connectionCount {
+            let fd = try connectTo(options.host, options.port)
+            if let auth = options.auth { try authenticate(fd, auth) }
+            conns.append(BenchConnection(fd: fd))
+        }
     }
 
     func run() {

@@ -269,3 +269,19 @@ def test_prometheus_scrapes_the_guarded_endpoint(tmp_path):
         assert server.stop() == 0
         for f in files:
             shutil.rmtree(os.path.dirname(f))
+
+
+def test_larder_bench_authenticates(auth_larder):
+    """larder-bench --auth user:password authenticates every connection before the load (so
+    the -Y path can be measured); without it every request is refused and counted."""
+    bench = os.path.join(ROOT, ".build", "release", "larder-bench")
+    if not os.path.exists(bench):
+        pytest.skip("release larder-bench not built (scripts/test builds it)")
+    args = [bench, "--port", str(auth_larder.port), "--connections", "4", "--threads", "2", "--duration", "1",
+            "--warmup", "0.2", "--keys", "1000", "--json"]
+    ok = subprocess.run(args + ["--auth", "alice:secret", "--preload"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert report["errors"] == 0 and report["ops_per_sec"] > 0
+    refused = subprocess.run(args + ["--auth", "alice:wrong"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "authentication refused" in refused.stdout + refused.stderr
