@@ -74,8 +74,8 @@ let package = Package(
             dependencies: ["LarderStore", "BenchSupport"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
-        .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore", .product(name: "Atomics", package: "swift-atomics")], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "LarderProtocolTests", dependencies: ["LarderProtocol", "BenchSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "LarderStoreTests", dependencies: ["LarderStore", "BenchSupport", .product(name: "Atomics", package: "swift-atomics")], swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "LarderMetricsTests", dependencies: ["LarderMetrics", .product(name: "Atomics", package: "swift-atomics")],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["LarderServer"], swiftSettings: [.swiftLanguageMode(.v6)]),

@@ -34,7 +34,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case deleteInvalidated
     /// Requests answered with an error line, by any command.
     case protocolErrors
-    /// `-Y` authentication attempts (memcached's auth_cmds) and the failed ones (auth_errors).
+    /// Authentication attempts (`-Y`), and those that failed (memcached's auth_cmds, auth_errors).
     case authCmds, authErrors
 }
 
@@ -124,6 +124,13 @@ public final class CounterBlock: @unchecked Sendable {
         UnsafeAtomic<UInt64>(at: storage + CounterBlock.commandIndex(c, s)).load(ordering: .relaxed)
     }
 
+    /// The count since the last `stats reset` (for `stats`).
+    public func sinceReset(_ c: CommandFamily, _ s: CommandStatus) -> UInt64 {
+        let i = CounterBlock.commandIndex(c, s)
+        return UnsafeAtomic<UInt64>(at: storage + i).load(ordering: .relaxed)
+            &- UnsafeAtomic<UInt64>(at: baseline + i).load(ordering: .relaxed)
+    }
+
     deinit {
         storage.deallocate()
         baseline.deallocate()
@@ -173,6 +180,8 @@ public final class ConnectionCounters: Sendable {
     /// Times accepting was paused because the process ran out of descriptors (EMFILE/ENFILE),
     /// memcached's `listen_disabled_num`.
     public let listenDisabled = ManagedAtomic<UInt64>(0)
+    /// Microseconds the cache port spent paused (memcached's `time_in_listen_disabled_us`).
+    public let listenDisabledMicros = ManagedAtomic<UInt64>(0)
     /// Whether the cache port is accepting now (memcached's `accepting_conns`).
     public let accepting = ManagedAtomic<Bool>(true)
     /// Connections to the metrics port refused by its own connection limit.

@@ -7,7 +7,7 @@ public struct PrometheusText {
 
     public init() { text.reserveCapacity(16 * 1024) }
 
-    public enum Kind: String { case counter, gauge, histogram }
+    public enum Kind: String, Sendable { case counter, gauge, histogram }
 
     /// Starts a metric family.
     public mutating func family(_ name: String, _ kind: Kind, _ help: String) {

@@ -58,18 +58,18 @@ struct Dispatcher {
             let status: ReadStatus
             var fetchedSize = 0
             // The reply is written inside the read callback, under the shard's read lock: a
-            // value in a segment is copied into the output there.
-            func write(_ item: borrowing FoundItem) {
-                fetchedSize = item.valueCount
-                ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
-                                               cas: withCas ? item.cas : nil, to: out.text)
-                out.appendData(of: item)
-            }
+            // value in a segment is copied into the output there. (Closure literals, not a
+            // local function passed as a value: that boxed `fetchedSize` on the heap, one
+            // allocation per key.)
             if let exptime = touch {
-                status = store.readAndTouch(key, exptime: exptime, write)
+                status = store.readAndTouch(key, exptime: exptime) { item in
+                    fetchedSize = Dispatcher.appendValue(item, key: key, withCas: withCas, to: &out)
+                }
                 counters.add(.cmdTouch)
             } else {
-                status = store.read(key, write)
+                status = store.read(key) { item in
+                    fetchedSize = Dispatcher.appendValue(item, key: key, withCas: withCas, to: &out)
+                }
                 counters.add(.cmdGet)
             }
             if watch.wants(.fetchers) { watch.fetch(key, found: status == .hit, size: fetchedSize, fd: fd) }
@@ -89,6 +89,16 @@ struct Dispatcher {
         }
         reply(.end, &out)
         return .proceed
+    }
+
+    /// Appends one VALUE reply (header, data block) for a found item; returns the value's size.
+    @inline(__always)
+    private static func appendValue(_ item: borrowing FoundItem, key: UnsafeRawBufferPointer, withCas: Bool,
+                                    to out: inout OutputQueue) -> Int {
+        ReplyEncoder.appendValueHeader(key: key, flags: item.flags, length: item.valueCount,
+                                       cas: withCas ? item.cas : nil, to: out.text)
+        out.appendData(of: item)
+        return item.valueCount
     }
 
     /// Runs `cmd`, whose ranges point into `buf`, appending its reply to `out`. Also returns
@@ -296,11 +306,18 @@ struct Dispatcher {
         }
     }
 
-    /// The store's operation for a protocol storage mode (the two enums list the same cases
-    /// in the same order; the store does not depend on the protocol module).
+    /// The store's operation for a protocol storage mode (the store does not depend on the
+    /// protocol module, so the two enums are mapped case by case).
     @inline(__always)
     private func operation(_ m: StoreMode) -> StoreOperation {
-        StoreOperation(rawValue: m.rawValue).unsafelyUnwrapped
+        switch m {
+        case .set: .set
+        case .add: .add
+        case .replace: .replace
+        case .append: .append
+        case .prepend: .prepend
+        case .cas: .cas
+        }
     }
 }
 

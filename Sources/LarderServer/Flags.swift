@@ -72,7 +72,7 @@ public enum FlagParser {
                  help: "item memory in megabytes, index included (default: 64)"),
         FlagSpec(short: "I", long: "max-item-size", value: "<size>", kind: .setting("max-item-size"), group: .memory,
                  help: "largest item: bytes, or with a k/m suffix (default: 1m; at most half of -m)"),
-        FlagSpec(short: "M", long: "disable-evictions", value: nil, kind: .enable("disable-eviction"), group: .memory,
+        FlagSpec(short: "M", long: "disable-evictions", value: nil, kind: .enable("disable-evictions"), group: .memory,
                  help: "return an error when memory is exhausted instead of evicting"),
         FlagSpec(short: nil, long: "shards", value: "<num>", kind: .setting("shards"), group: .memory,
                  help: "store shards, a power of two (default: 64, lowered so each holds 4 x -I)"),

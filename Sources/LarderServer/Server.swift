@@ -31,6 +31,8 @@ public final class Server: @unchecked Sendable {
     /// When the last "out of descriptors" line was logged (monotonic ns; 0 never).
     private var lastDescriptorLog: UInt64 = 0
     private var descriptorPausesSinceLog = 0
+    /// When accepting last paused (monotonic ns), for `time_in_listen_disabled_us`.
+    private var pausedSince: UInt64 = 0
     private var sighupLogged = false
     private var lastEvictedLogged: UInt64 = 0
     private var lastTimeoutsLogged: UInt64 = 0
@@ -136,7 +138,7 @@ public final class Server: @unchecked Sendable {
         metrics?.start()
         Libevent.add(acceptEvent!)
         for e in signalEvents { Libevent.add(e) }
-        Libevent.add(housekeepingEvent!, timeoutSeconds: 1)
+        Libevent.add(housekeepingEvent!, timeoutSeconds: Double(Server.logInterval))
         if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
             logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
         }
@@ -214,6 +216,7 @@ public final class Server: @unchecked Sendable {
         context.connections.listenDisabled.wrappingIncrement(ordering: .relaxed)
         descriptorPausesSinceLog += 1
         let now = monotonicNanos()
+        pausedSince = now
         if lastDescriptorLog == 0 || now &- lastDescriptorLog > Server.logInterval * 1_000_000_000 {
             var lim = rlimit()
             getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
@@ -231,6 +234,7 @@ public final class Server: @unchecked Sendable {
         Libevent.del(resumeEvent!)
         guard context.connections.accepting.load(ordering: .relaxed) == false else { return }
         context.connections.accepting.store(true, ordering: .relaxed)
+        context.connections.listenDisabledMicros.wrappingIncrement(by: (monotonicNanos() &- pausedSince) / 1000, ordering: .relaxed)
         Libevent.add(acceptEvent!)
         acceptAll()
     }
@@ -256,8 +260,8 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    /// Once a second: logs what the client-memory budget and the output timeout closed since
-    /// the last line, at most once per interval.
+    /// Every `logInterval` seconds: logs what the client-memory budget and the output timeout
+    /// closed since the last line, if anything.
     fileprivate func housekeeping() {
         let now = monotonicNanos()
         logAuthFailures(now)
@@ -277,7 +281,9 @@ public final class Server: @unchecked Sendable {
     private func logAuthFailures(_ now: UInt64) {
         guard context.config.authFile != nil || context.config.metricsAuthFile != nil
                 || context.config.metricsTokenFile != nil else { return }
-        guard lastAuthLog == 0 || now &- lastAuthLog >= Server.logInterval * 1_000_000_000 else { return }
+        // Half a second of slack: housekeeping itself runs every interval, and a timer that
+        // fires a hair early must not push the line to the interval after.
+        guard lastAuthLog == 0 || now &- lastAuthLog >= Server.logInterval * 1_000_000_000 - 500_000_000 else { return }
         var cache: UInt64 = 0
         for b in context.workerCounters { cache &+= b.get(.authErrors) }
         let metrics = context.connections.metricsAuthFailures.load(ordering: .relaxed)

@@ -60,7 +60,7 @@ public struct ServerConfig: Sendable, Equatable {
     /// `LARDER_` + the name upper-cased with `-` as `_`.
     public static let settingNames = [
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
-        "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
+        "disable-evictions", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
         "enable-shutdown", "auth-file", "metrics-token-file", "metrics-auth-file",
     ]
@@ -91,7 +91,7 @@ public struct ServerConfig: Sendable, Equatable {
                                   message: "'\(raw)' is not a size between 1k and 1024m (e.g. 1048576, 512k, 2m)")
             }
             maxItemSize = v
-        case "disable-eviction":
+        case "disable-evictions":
             guard let b = parseBool(value) else {
                 throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
             }
@@ -243,7 +243,8 @@ public struct ServerConfig: Sendable, Equatable {
             guard let colon = trimmed.firstIndex(of: ":") else {
                 throw ConfigError(setting: "config", source: where_, message: "expected 'setting: value'")
             }
-            let key = String(trimmed[..<colon]).trimmingCharacters(in: " \t")
+            var key = String(trimmed[..<colon]).trimmingCharacters(in: " \t")
+            if let renamed = ServerConfig.renamedSettings[key] { key = renamed }
             var value = String(trimmed[trimmed.index(after: colon)...]).trimmingCharacters(in: " \t")
             if value.count >= 2, let q = value.first, q == "\"" || q == "'", value.last == q {
                 value = String(value.dropFirst().dropLast())
@@ -262,10 +263,19 @@ public struct ServerConfig: Sendable, Equatable {
         }
     }
 
+    /// Settings renamed to match their flag, by old name. The old names are still read in the
+    /// deprecated `setting: value` file and as `LARDER_*` variables (the new name wins).
+    static let renamedSettings = ["disable-eviction": "disable-evictions"]
+
     /// Applies `LARDER_*` variables from `environment`.
     public mutating func applyEnvironment(_ environment: [String: String]) throws(ConfigError) {
         for name in ServerConfig.settingNames {
-            let variable = ServerConfig.environmentName(name)
+            var variable = ServerConfig.environmentName(name)
+            if environment[variable] == nil,
+               let old = ServerConfig.renamedSettings.first(where: { $0.value == name })?.key,
+               environment[ServerConfig.environmentName(old)] != nil {
+                variable = ServerConfig.environmentName(old)
+            }
             if let v = environment[variable] {
                 try apply(name, v, source: "environment variable \(variable)")
             }

@@ -52,13 +52,6 @@ public final class ServerContext: Sendable {
         }
     }
 
-    /// Sum of one counter over all workers since the last `stats reset` (what `stats` shows).
-    public func total(_ c: Counter) -> UInt64 {
-        var t: UInt64 = 0
-        for b in workerCounters { t &+= b.sinceReset(c) }
-        return t
-    }
-
     func register(_ info: ConnectionInfo) {
         registryLock.withLock { registry[info.fd] = WeakConnectionInfo(info: info) }
     }

@@ -57,8 +57,23 @@ public final class WatchHub: @unchecked Sendable {
     private let listLock = Mutex()
     private var watchers: [Watcher] = []
     private var threadStarted = false
+    /// Lines written into watchers' buffers, and dropped there (buffer full or busy): what
+    /// memcached calls log_worker_written / log_worker_dropped.
+    let linesWritten = ManagedAtomic<UInt64>(0)
+    let linesDropped = ManagedAtomic<UInt64>(0)
+    /// Lines queued to watchers' sockets, and skipped because a watcher did not read fast
+    /// enough (log_watcher_sent / log_watcher_skipped).
+    let linesSent = ManagedAtomic<UInt64>(0)
+    let linesSkipped = ManagedAtomic<UInt64>(0)
 
     public init() {}
+
+    /// Connections in `watch` now.
+    var watcherCount: Int {
+        listLock.lock()
+        defer { listLock.unlock() }
+        return watchers.reduce(0) { $0 + ($1.closed.load(ordering: .relaxed) ? 0 : 1) }
+    }
 
     /// True if some watcher wants `c` (one relaxed load).
     @inline(__always)
@@ -111,12 +126,15 @@ public final class WatchHub: @unchecked Sendable {
             if w.lock.tryLock() {
                 if w.buffer.count + line.count <= WatchHub.bufferLimit {
                     w.buffer.append(contentsOf: line.bytes)
+                    linesWritten.wrappingIncrement(ordering: .relaxed)
                 } else {
                     w.skipped.wrappingIncrement(ordering: .relaxed)
+                    linesDropped.wrappingIncrement(ordering: .relaxed)
                 }
                 w.lock.unlock()
             } else {
                 w.skipped.wrappingIncrement(ordering: .relaxed)
+                linesDropped.wrappingIncrement(ordering: .relaxed)
             }
         }
         listLock.unlock()
@@ -158,11 +176,14 @@ public final class WatchHub: @unchecked Sendable {
         w.buffer.removeAll(keepingCapacity: true)
         w.lock.unlock()
         var lost = w.skipped.exchange(0, ordering: .relaxed)
+        let lines = UInt64(taken.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })
         if w.outgoing.count + taken.count > WatchHub.bufferLimit {
             // The client is not reading fast enough: keep the memory bounded, count the loss.
-            lost += UInt64(taken.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })
+            lost += lines
+            linesSkipped.wrappingIncrement(by: lines, ordering: .relaxed)
         } else {
             w.outgoing.append(contentsOf: taken)
+            linesSent.wrappingIncrement(by: lines, ordering: .relaxed)
         }
         if lost > 0 { w.outgoing.append(contentsOf: Array("skipped=\(lost)\n".utf8)) }
         while !w.outgoing.isEmpty {

@@ -43,8 +43,9 @@ final class Worker: @unchecked Sendable {
         let arg = Unmanaged.passUnretained(self).toOpaque()
         notifyEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerNotified)
         if context.config.idleTimeout > 0 || context.config.outputTimeout > 0 {
-            housekeepingTimer = try Libevent.newEvent(base, fd: -1, what: Libevent.persist, arg: arg, workerHousekeeping)
-            Libevent.add(housekeepingTimer!, timeoutSeconds: 1)
+            // Armed only while this worker has connections: an idle server does not wake
+            // every worker once a second.
+            housekeepingTimer = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerHousekeeping)
         }
         reclaimEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerReclaim)
         shutdownEvent = try Libevent.newEvent(base, fd: -1, what: 0, arg: arg, workerShutdown)
@@ -90,6 +91,7 @@ final class Worker: @unchecked Sendable {
                 continue
             }
             connections[fd] = c
+            if connections.count == 1, let t = housekeepingTimer { Libevent.add(t, timeoutSeconds: 1) }
             let info = ConnectionInfo(fd: fd, peer: peer, openedAt: context.store.clock.now())
             c.info = info
             context.register(info)
@@ -122,6 +124,7 @@ final class Worker: @unchecked Sendable {
                 c.close()
             }
         }
+        if !connections.isEmpty, let t = housekeepingTimer { Libevent.add(t, timeoutSeconds: 1) }
     }
 
     /// A connection's holding grew past the protected size: if all clients together are now

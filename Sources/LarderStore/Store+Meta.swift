@@ -321,7 +321,8 @@ extension Store {
                 let large = tb.count > s.geometry.inlineLimit ? LargeValue(capacity: tb.count, filling: (tb, empty)) : nil
                 return s.putLocked(key, hash: h, flags: flags, deadline: deadline, cas: 0, control: 0,
                                    valueCount: tb.count, parts: large == nil ? (tb, empty) : (empty, empty),
-                                   large: large, now: t)
+                                   large: large, now: t,
+                                   newItem: created || tb.count != found.map { FoundItem($0.record).valueCount })
             }
             guard ok, let (_, r) = s.findLocked(key, hash: h) else { return .outOfMemory }
             return .value(result, cas: r.cas, exptimeBefore: exptimeBefore, touchDeadline: touchDeadline,

@@ -158,6 +158,10 @@ public struct StoreCounters: Sendable, Equatable {
     public var segmentsExpired: UInt64 = 0
     /// Everything counted against the limit.
     public var usedBytes = 0
+    /// Slots in the hash indexes, used or not.
+    public var indexSlots = 0
+    /// Segments mapped and empty, ready for new records (memcached's free page pool).
+    public var freeSegments = 0
 }
 
 public final class Store: Sendable {
@@ -423,7 +427,7 @@ public final class Store: Sendable {
                 let large = tb.count > s.geometry.inlineLimit ? LargeValue(capacity: tb.count, filling: (tb, empty)) : nil
                 return s.putLocked(key, hash: h, flags: oldItem.flags, deadline: oldItem.exptime, cas: 0, control: 0,
                                    valueCount: tb.count, parts: large == nil ? (tb, empty) : (empty, empty),
-                                   large: large, now: t)
+                                   large: large, now: t, newItem: tb.count != oldItem.valueCount)
             }
             return ok ? .value(result) : .outOfMemory
         }
@@ -510,6 +514,8 @@ public final class Store: Sendable {
                 c.segmentsEvicted &+= s.segmentsEvicted
                 c.segmentsExpired &+= s.segmentsExpired
                 c.usedBytes += s.usedBytes
+                c.indexSlots += s.capacity
+                c.freeSegments += s.freeList.count
             }
         }
         return c
@@ -580,7 +586,7 @@ extension Shard {
     /// memory cannot be had.
     func putLocked(_ key: UnsafeRawBufferPointer, hash: UInt64, flags: UInt32, deadline: Int64, cas: UInt64,
                    control: UInt8, valueCount: Int, parts: (UnsafeRawBufferPointer, UnsafeRawBufferPointer),
-                   large: LargeValue?, now: Int64) -> Bool {
+                   large: LargeValue?, now: Int64, newItem: Bool = true) -> Bool {
         guard ensureIndexRoomLocked(now: now) else { return false }
         let size = Record.size(keyCount: key.count, valueCount: valueCount, flags: flags, exptime: deadline,
                                external: large != nil)
@@ -599,7 +605,9 @@ extension Shard {
         noteRecordLocked(r, size: size, in: seg)
         count += 1
         liveBytes += size
-        totalItems &+= 1
+        // memcached's total_items counts items linked: every store, and an incr/decr only
+        // when the value's length changes (otherwise it rewrites the value in place).
+        if newItem { totalItems &+= 1 }
         writes &+= 1
         let e = Shard.entry(tag: Shard.tag(hash), generation: info[Int(seg)].generation, segment: seg, offset: off)
         if found >= 0 {
@@ -669,12 +677,12 @@ extension Shard {
             // The new record takes its own reference and charge; the old record's are dropped
             // when it is replaced.
             ok = putLocked(key, hash: hash, flags: item.flags, deadline: deadline, cas: item.cas, control: control,
-                           valueCount: item.valueCount, parts: (empty, empty), large: v, now: now)
+                           valueCount: item.valueCount, parts: (empty, empty), large: v, now: now, newItem: false)
         case .inline(let b):
             let copy = [UInt8](b)
             ok = copy.withUnsafeBytes { cb in
                 putLocked(key, hash: hash, flags: item.flags, deadline: deadline, cas: item.cas, control: control,
-                          valueCount: cb.count, parts: (cb, empty), large: nil, now: now)
+                          valueCount: cb.count, parts: (cb, empty), large: nil, now: now, newItem: false)
             }
         }
         guard ok else { return nil }

@@ -214,8 +214,8 @@ struct AuthServerTests {
         let settings = try c.request("stats settings\r\n", until: "END\r\n")
         #expect(settings.contains("STAT cas_enabled yes\r\nSTAT auth_enabled_sasl no\r\nSTAT auth_enabled_ascii \(file)\r\n"))
         let page = try httpGet(port: metricsPort, path: "/metrics").body
-        #expect(metric(page, "larder_auth_commands_total") == 4)
-        #expect(metric(page, "larder_auth_errors_total") == 2)
+        #expect(metric(page, "larder_auth_total{outcome=\"ok\"}") == 2)
+        #expect(metric(page, "larder_auth_total{outcome=\"failed\"}") == 2)
     }
 
     @Test("thousands of failed attempts: a few log lines that count them, never a password")

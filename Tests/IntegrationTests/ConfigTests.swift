@@ -110,6 +110,22 @@ struct ConfigTests {
         #expect(out.contains("max-item-size"), "stderr was: \(out)")
     }
 
+    @Test("the renamed setting disable-eviction is still read under its old name, the new name winning")
+    func renamedSetting() throws {
+        func evictions(_ env: [String: String], file: String? = nil) throws -> String? {
+            let s = try ServerProcess.larder(file.map { ["--config", $0] } ?? [], env: env)
+            defer { s.stop() }
+            return try stats(port: s.port, group: "settings")["evictions"]
+        }
+        #expect(try evictions([:]) == "on")
+        #expect(try evictions(["LARDER_DISABLE_EVICTIONS": "true"]) == "off")
+        #expect(try evictions(["LARDER_DISABLE_EVICTION": "true"]) == "off")
+        #expect(try evictions(["LARDER_DISABLE_EVICTION": "true", "LARDER_DISABLE_EVICTIONS": "false"]) == "on")
+        let file = try writeConfig("disable-eviction: true\n")
+        defer { unlink(file) }
+        #expect(try evictions([:], file: file) == "off")
+    }
+
     @Test("an unknown flag or a stray argument on the command line: exit 64")
     func badCommandLine() throws {
         for args in [["--port-number", "1"], ["-x"], ["11211"], ["-p"]] {

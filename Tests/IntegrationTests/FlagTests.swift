@@ -13,8 +13,8 @@ struct FlagTests {
     func spellings() throws {
         #expect(try settings(["-p", "1", "-p2", "--port", "3", "--port=4"]) == ["port=1", "port=2", "port=3", "port=4"])
         #expect(try settings(["-m", "32", "--memory-limit=16", "-I", "2m"]) == ["memory-limit=32", "memory-limit=16", "max-item-size=2m"])
-        #expect(try settings(["-M"]) == ["disable-eviction=true"])
-        #expect(try settings(["--disable-evictions", "--client-memory", "0"]) == ["disable-eviction=true", "client-memory=0"])
+        #expect(try settings(["-M"]) == ["disable-evictions=true"])
+        #expect(try settings(["--disable-evictions", "--client-memory", "0"]) == ["disable-evictions=true", "client-memory=0"])
     }
 
     @Test("-v counts, clustered switches and a value after them in one word")
@@ -22,7 +22,7 @@ struct FlagTests {
         #expect(try settings(["-vv"]) == ["verbose=2"])
         #expect(try settings(["-v", "--verbose", "-v"]) == ["verbose=3"])
         #expect(try settings(["-vvvvv"]) == ["verbose=3"])
-        #expect(try settings(["-Mvt4"]) == ["disable-eviction=true", "threads=4", "verbose=1"])
+        #expect(try settings(["-Mvt4"]) == ["disable-evictions=true", "threads=4", "verbose=1"])
     }
 
     @Test("help, version and config are actions, not settings")

@@ -144,6 +144,17 @@ final class ServerProcess: @unchecked Sendable {
     }
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+/// Tests wait for what they check this way, never with a sleep followed by an exact count.
+func eventually(timeout: TimeInterval = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if try condition() { return true }
+        if Date() >= deadline { return false }
+        usleep(20_000)
+    }
+}
+
 /// The test runner's environment without any LARDER_* variable, plus `extra`.
 func larderEnvironment(_ extra: [String: String]) -> [String: String] {
     var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LARDER_") }

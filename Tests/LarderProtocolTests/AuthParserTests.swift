@@ -2,6 +2,7 @@
 // one byte at a time and in seeded random chunks (the answers must not depend on how the
 // bytes arrive). Expected replies are memcached 1.6.18's, measured with `memcached -Y`
 // (docs/AUTH.md); the differential test checks them against the real server.
+import BenchSupport
 import Testing
 @testable import LarderProtocol
 
@@ -94,10 +95,10 @@ struct AuthParserTests {
         if name.hasPrefix("a long line") { return }
         let single = drive(input, chunks: Array(repeating: 1, count: input.count))
         #expect(single.events == expected, "\(name), one byte at a time")
-        let seed = UInt64(i) &* 0x9E37_79B9_7F4A_7C15 | 1
-        var rng = SplitMix(seed)
+        // Seeded by the suite's seed (LARDER_TEST_SEED replays a run) and the case.
+        var rng = SplitMix(state: testSeed &+ UInt64(i))
         let chunks = (0..<input.count).map { _ in 1 + Int(rng.next() % 64) }
-        #expect(drive(input, chunks: chunks).events == expected, "\(name), random chunks (seed \(seed))")
+        #expect(drive(input, chunks: chunks).events == expected, "\(name), random chunks (LARDER_TEST_SEED=\(testSeed))")
     }
 
     @Test("a pending block asks for its size, so the connection buffers it in one go")
@@ -107,18 +108,5 @@ struct AuthParserTests {
         #expect(line.withUnsafeBytes { p.parse($0) } == .line(consumed: line.count))
         #expect(p.bytesWanted == 102)
         #expect([UInt8](repeating: 0x61, count: 50).withUnsafeBytes { p.parse($0) } == .needMore)
-    }
-}
-
-/// A small seeded generator (splitmix64) so chunkings are reproducible from the printed seed.
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,6 +1,7 @@
 // Segment eviction and expiry: weak index entries going stale and being cleaned, whole-segment
 // expiry, S3-FIFO keeping read items, holes reclaimed by compaction.
 import Testing
+import BenchSupport
 @testable import LarderStore
 
 @Suite("segments: expiry, eviction, weak entries")
@@ -132,17 +133,9 @@ struct ExpiryAndEvictionTests {
     }
 }
 
-/// A seeded generator, so a failing run can be replayed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix {
+    /// The tests' seeded generator (BenchSupport's splitmix64), so a failing run can be replayed.
+    init(seed: UInt64) { self.init(state: seed) }
 }
 
 @Suite("segments: mass expiry with readers")

@@ -2,6 +2,7 @@
 // is checked under fixed seeds (the process's own seed is random, and a bound that holds for
 // most seeds would fail now and then), so a failure always replays.
 import Testing
+import BenchSupport
 @testable import LarderStore
 
 @Suite("key hash")

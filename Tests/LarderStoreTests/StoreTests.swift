@@ -1,5 +1,6 @@
 // Store semantics with an injected clock: exptime rules, cas, incr/decr edges, limits.
 import Testing
+import BenchSupport
 @testable import LarderStore
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }

@@ -2,6 +2,7 @@
 // (eviction constantly running) while TTLs expire and the sweeper runs; invariants checked
 // throughout and at the end.
 import Testing
+import BenchSupport
 @testable import LarderStore
 
 @Suite("stress")

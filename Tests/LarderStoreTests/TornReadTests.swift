@@ -5,6 +5,7 @@
 // and check every value, inside the read callback and again from what they kept afterwards.
 import Atomics
 import Testing
+import BenchSupport
 @testable import LarderStore
 #if canImport(Glibc)
 import Glibc
