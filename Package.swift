@@ -37,6 +37,8 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev", "libevent-dev"])]
         ),
+        // crypt(3) for the bcrypt hashes of --metrics-auth-file (libcrypt1 is on every Debian).
+        .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .target(name: "LarderProtocol", swiftSettings: hot),
         .target(name: "LarderStore", dependencies: [.product(name: "Atomics", package: "swift-atomics")], swiftSettings: hot),
         .target(
@@ -47,7 +49,7 @@ let package = Package(
         .target(
             name: "LarderServer",
             dependencies: [
-                "CLibevent", "COpenSSL", "LarderProtocol", "LarderStore", "LarderMetrics",
+                "CLibevent", "COpenSSL", "CCrypt", "LarderProtocol", "LarderStore", "LarderMetrics",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hot

@@ -35,7 +35,7 @@ ensure_pip() {
 
 # Build dependencies of Larder itself.
 ensure_build_deps() {
-    ensure_apt libevent-dev pkg-config openssl libssl-dev
+    ensure_apt libevent-dev pkg-config openssl libssl-dev libcrypt-dev
 }
 
 # Arguments that let larder start when this script runs as root (Larder, like memcached,

@@ -188,6 +188,8 @@ public final class ConnectionCounters: Sendable {
     public let accepting = ManagedAtomic<Bool>(true)
     /// Connections to the metrics port refused by its own connection limit.
     public let metricsRejected = ManagedAtomic<UInt64>(0)
+    /// Requests to the metrics endpoint answered 401 (missing or wrong credentials).
+    public let metricsAuthFailures = ManagedAtomic<UInt64>(0)
     public init() {}
 
     public func reset() {

@@ -212,4 +212,13 @@ public enum ProtocolError: Error, Sendable, Equatable {
     case cachedumpUsage
     /// `CLIENT_ERROR Illegal slab id`
     case illegalSlabId
+    // ASCII authentication (`-Y`, see AuthParser.swift).
+    /// `CLIENT_ERROR unauthenticated`: any request before the connection has authenticated.
+    case unauthenticated
+    /// `CLIENT_ERROR authentication failure`: no such user, or the wrong password.
+    case authenticationFailure
+    /// `CLIENT_ERROR bad authentication token format`: the data block is not `user password`.
+    case authTokenFormat
+    /// `CLIENT_ERROR bad command line termination`: the auth data block does not end in `\r\n`.
+    case authTermination
 }

@@ -64,6 +64,10 @@ public enum ReplyEncoder {
         case .crawlerSleep: "CLIENT_ERROR sleep must be one second or less"
         case .cachedumpUsage: "CLIENT_ERROR bad command line"
         case .illegalSlabId: "CLIENT_ERROR Illegal slab id"
+        case .unauthenticated: "CLIENT_ERROR unauthenticated"
+        case .authenticationFailure: "CLIENT_ERROR authentication failure"
+        case .authTokenFormat: "CLIENT_ERROR bad authentication token format"
+        case .authTermination: "CLIENT_ERROR bad command line termination"
         }
     }
 

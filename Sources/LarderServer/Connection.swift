@@ -25,6 +25,9 @@ final class Connection {
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
     private var parser: Parser
+    /// memcached's authentication reader (`-Y`), in place of the parser until the connection
+    /// has authenticated; nil without -Y and once authenticated.
+    private var auth: AuthParser?
     private var dispatcher: Dispatcher
     private var out = OutputQueue()
     /// The TLS session, for a connection accepted on a TLS listener.
@@ -94,6 +97,7 @@ final class Connection {
         dispatcher = Dispatcher(context: worker.context, counters: worker.counters,
                                 timed: worker.context.config.metricsPort != 0, fd: fd, tls: tlsContext != nil)
         tracksIdleness = worker.context.config.idleTimeout > 0
+        auth = worker.context.config.authFile == nil ? nil : AuthParser()
         capacity = Connection.baseInputCapacity
         input = .allocate(byteCount: capacity, alignment: 16)
         if let t = tlsContext {
@@ -190,7 +194,7 @@ final class Connection {
                 input = .allocate(byteCount: capacity, alignment: 16)
             }
         }
-        let want = max(parser.bytesWanted, end - start + 1)
+        let want = max(parser.bytesWanted, auth?.bytesWanted ?? 0, end - start + 1)
         if capacity - start >= want && end < capacity { return }
         if start > 0 {
             memmove(input, input + start, end - start)
@@ -233,6 +237,14 @@ final class Connection {
                 pendingGet = nil
             }
             guard start < end && !closeAfterWrite else { break }
+            if auth != nil {
+                guard authenticate() else { return }
+                if out.queuedBytes > Connection.outputHighWater && !writeInline() {
+                    if !closed { pauseReading() }
+                    return
+                }
+                continue
+            }
             let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
             switch parser.parse(buf) {
             case .command(let cmd, let consumed):
@@ -285,6 +297,42 @@ final class Connection {
             start = 0
             end = 0
         }
+    }
+
+    /// One step of memcached's authentication reader on a connection that has not
+    /// authenticated: every request but the auth `set` is refused, and a good `user password`
+    /// switches the connection to the command parser. memcached keeps the connection open
+    /// after a failure. Returns false when processing stops (more input needed, or closing).
+    private func authenticate() -> Bool {
+        let buf = UnsafeRawBufferPointer(start: input + start, count: end - start)
+        let counters = dispatcher.counters
+        switch auth!.parse(buf) {
+        case .needMore:
+            return false
+        case .line(let consumed):
+            start += consumed
+        case .refuse(let error, let consumed):
+            start += consumed
+            counters.add(.protocolErrors)
+            ReplyEncoder.append(.error(error), to: out.text)
+        case .credentials(let user, let password, let consumed):
+            let ok = worker.context.authUsers.current?.check(user: UnsafeRawBufferPointer(rebasing: buf[user]),
+                                                             password: UnsafeRawBufferPointer(rebasing: buf[password])) ?? false
+            start += consumed
+            counters.add(.authCmds)
+            if ok {
+                auth = nil
+                ReplyEncoder.append(.stored, to: out.text)
+            } else {
+                counters.add(.authErrors)
+                ReplyEncoder.append(.error(.authenticationFailure), to: out.text)
+            }
+        case .close:
+            closeAfterWrite = true
+            pauseReading()
+            return false
+        }
+        return true
     }
 
     /// Writes what the socket takes now, from inside a batch; true if the queue is back under

@@ -221,6 +221,9 @@ enum MetricTable {
         .counter("auth_errors", "larder_auth_total", [("outcome", "failed")], "Authentication attempts (-Y) by outcome.") {
             $0.count(.authErrors)
         },
+        .counter(nil, "larder_metrics_auth_failures_total", "Requests to the metrics endpoint refused for missing or wrong credentials (401).") {
+            $0.ctx.connections.metricsAuthFailures.load(ordering: .relaxed)
+        },
         .counter(nil, "larder_protocol_errors_total", "Requests answered with an error line.") { $0.count(.protocolErrors) },
         .counter("bytes_read", "larder_read_bytes_total", "Bytes read from clients.") { $0.count(.bytesRead) },
         .counter("bytes_written", "larder_written_bytes_total", "Bytes written to clients.") { $0.count(.bytesWritten) },

@@ -9,6 +9,8 @@
 // instead of evhttp's default of retrying and logging every failed accept. With
 // --metrics-tls each connection is an OpenSSL bufferevent over the -Z certificate (reloads
 // included), so the endpoint speaks only HTTPS.
+// --metrics-token-file or --metrics-auth-file every request must carry credentials
+// (MetricsGuard.swift), or gets 401 with a WWW-Authenticate challenge.
 import CLibevent
 import COpenSSL
 import LarderStore
@@ -40,6 +42,10 @@ final class MetricsServer: @unchecked Sendable {
     let port: Int
     /// The context HTTPS connections are made from; nil for plain HTTP.
     private let tls: TLSContext?
+    /// The token and/or basic-auth users requests must present (nil: none); replaced on SIGHUP.
+    let credentials = Reloadable<MetricsGuard?>(nil)
+    /// Checks credentials, remembering verified passwords (metrics thread only).
+    private let gate = MetricsGate()
 
     /// Most metrics connections served at once; a Prometheus server keeps one per target.
     static let maxConnections = 16
@@ -201,7 +207,15 @@ final class MetricsServer: @unchecked Sendable {
         let text: String
         let code: Int32
         let reason: String
-        if path == "/metrics" {
+        if let g = credentials.current,
+           !gate.allows(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization").map { String(cString: $0) }, g) {
+            // Every path, so an unauthenticated client learns nothing; never logged per request.
+            context.connections.metricsAuthFailures.wrappingIncrement(ordering: .relaxed)
+            for c in g.challenges { evhttp_add_header(headers, "WWW-Authenticate", c) }
+            evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8")
+            text = "unauthorized: this endpoint requires credentials\n"
+            (code, reason) = (401, "Unauthorized")
+        } else if path == "/metrics" {
             text = MetricsPage.render(context)
             evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             (code, reason) = (200, "OK")

@@ -2,10 +2,10 @@
 // TLS or plain), starts the
 // workers, accepts connections on the main thread and hands each to a worker round-robin (an
 // even spread, unlike SO_REUSEPORT), enforces the connection limit, pauses accepting for a
-// short back-off when the process runs out of descriptors, logs budget evictions once per
-// interval, reloads TLS certificates on SIGHUP (ignores it without TLS), and on
-// SIGTERM/SIGINT/SIGUSR1 stops accepting, lets workers send
-// the replies already queued, and returns.
+// short back-off when the process runs out of descriptors, logs budget evictions and failed
+// authentications once per interval, reads the credentials files after dropping privileges,
+// on SIGHUP reloads them and the TLS certificates, and on SIGTERM/SIGINT/SIGUSR1 stops
+// accepting, lets workers send the replies already queued, and returns.
 import CLibevent
 import LarderMetrics
 import LarderStore
@@ -62,6 +62,7 @@ public final class Server: @unchecked Sendable {
         sigaddset(&set, SIGTERM)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGUSR1)
+        sigaddset(&set, SIGHUP)  // re-reads the credentials files
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try Libevent.enableThreads()
         _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
@@ -95,8 +96,12 @@ public final class Server: @unchecked Sendable {
             metrics = try MetricsServer(context: context, address: config.listen, port: config.metricsPort, logger: logger)
         }
         if let user = config.user { try Server.dropPrivileges(to: user, logger: logger) }
-        // SIGUSR1 is memcached's graceful stop; SIGHUP reloads the TLS certificates with -Z
-        // and is otherwise ignored rather than killing the process, as it does by default.
+        // Credentials are read as the user Larder serves as (memcached reads -Y after
+        // dropping privileges too), so what starts also reloads on SIGHUP.
+        try loadCredentials(initial: true)
+        // SIGUSR1 is memcached's graceful stop; SIGHUP reloads the TLS certificates and the
+        // credentials files, and is otherwise ignored rather than killing the process, as it
+        // does by default.
         for sig in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] {
             signalEvents.append(try Libevent.newEvent(base, fd: sig, what: Libevent.signal | Libevent.persist,
                                                       arg: arg, serverSignalled))
@@ -256,10 +261,32 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    private var hasCredentialFiles: Bool {
+        let c = context.config
+        return c.authFile != nil || c.metricsTokenFile != nil || c.metricsAuthFile != nil
+    }
+
+    /// Reads the -Y auth file and the metrics endpoint's credentials files (at start, and on
+    /// SIGHUP). All are read before any is replaced, so a bad file changes nothing.
+    private func loadCredentials(initial: Bool) throws(ConfigError) {
+        let c = context.config
+        let users = try c.authFile.map { (path: String) throws(ConfigError) in try AuthUsers.load(path) }
+        let guardian = try MetricsGuard.load(tokenFile: c.metricsTokenFile, authFile: c.metricsAuthFile)
+        if let users, let path = c.authFile {
+            context.authUsers.replace(users)
+            logger.notice("\(initial ? "authentication required (-Y)" : "SIGHUP: re-read -Y"): \(users.count) user(s) from \(path)")
+        }
+        if let guardian {
+            metrics?.credentials.replace(guardian)
+            if !initial { logger.notice("SIGHUP: re-read the metrics endpoint's credentials") }
+        }
+    }
+
     /// Every `logInterval` seconds: logs what the client-memory budget and the output timeout
     /// closed since the last line, if anything.
     fileprivate func housekeeping() {
         let now = monotonicNanos()
+        logAuthFailures(now)
         guard lastBudgetLog == 0 || now &- lastBudgetLog >= Server.logInterval * 1_000_000_000 else { return }
         let evicted = context.clientsEvicted, timeouts = context.outputTimeouts
         guard evicted != lastEvictedLogged || timeouts != lastTimeoutsLogged else { return }
@@ -270,19 +297,51 @@ public final class Server: @unchecked Sendable {
         lastBudgetLog = now
     }
 
+    /// Failed authentications since the last line, logged at most once per interval however
+    /// many there are (a client trying passwords must not flood the log); never a user name
+    /// or password.
+    private func logAuthFailures(_ now: UInt64) {
+        guard context.config.authFile != nil || context.config.metricsAuthFile != nil
+                || context.config.metricsTokenFile != nil else { return }
+        // Half a second of slack: housekeeping itself runs every interval, and a timer that
+        // fires a hair early must not push the line to the interval after.
+        guard lastAuthLog == 0 || now &- lastAuthLog >= Server.logInterval * 1_000_000_000 - 500_000_000 else { return }
+        var cache: UInt64 = 0
+        for b in context.workerCounters { cache &+= b.get(.authErrors) }
+        let metrics = context.connections.metricsAuthFailures.load(ordering: .relaxed)
+        guard cache != lastAuthErrors || metrics != lastMetricsAuthFailures else { return }
+        logger.warning("authentication: \(cache &- lastAuthErrors) failed attempt(s) on the cache port (-Y) and \(metrics &- lastMetricsAuthFailures) refused request(s) on the metrics port since the last such line")
+        lastAuthErrors = cache
+        lastMetricsAuthFailures = metrics
+        lastAuthLog = now
+    }
+    private var lastAuthLog: UInt64 = 0
+    private var lastAuthErrors: UInt64 = 0
+    private var lastMetricsAuthFailures: UInt64 = 0
+
     fileprivate func signalled(_ sig: Int32) {
-        if sig == SIGHUP, let tls = context.tls {
+        if sig == SIGHUP && (context.tls != nil || hasCredentialFiles) {
             // With TLS, SIGHUP reloads the certificate, key and CA (as refresh_certs does).
-            if let error = tls.reload() {
-                logger.error("SIGHUP: certificates not reloaded, still serving the old ones: \(error)")
-            } else {
-                logger.notice("SIGHUP: certificates reloaded; new connections use them")
+            if let tls = context.tls {
+                if let error = tls.reload() {
+                    logger.error("SIGHUP: certificates not reloaded, still serving the old ones: \(error)")
+                } else {
+                    logger.notice("SIGHUP: certificates reloaded; new connections use them")
+                }
+            }
+            // memcached re-reads its -Y file on SIGHUP; a bad file keeps the users loaded before.
+            if hasCredentialFiles {
+                do {
+                    try loadCredentials(initial: false)
+                } catch {
+                    logger.error("SIGHUP: \(error); keeping the credentials loaded before")
+                }
             }
             return
         }
         if sig == SIGHUP {
             if !sighupLogged {
-                logger.notice("SIGHUP received: ignored (nothing to reload; SIGTERM or SIGUSR1 stops Larder)")
+                logger.notice("SIGHUP received: ignored (it reloads the TLS certificates, -Y and the metrics credentials files, and none is set; SIGTERM or SIGUSR1 stops Larder)")
                 sighupLogged = true
             }
             return

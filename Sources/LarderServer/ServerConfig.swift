@@ -48,6 +48,12 @@ public struct ServerConfig: Sendable, Equatable {
     public var listeners: [ListenSpec] = [ListenSpec(address: "127.0.0.1", port: nil, plain: false)]
     /// TLS (`-Z`, `-o ssl_*`, `--metrics-tls`): see TLSSettings and docs/TLS.md.
     public var tls = TLSSettings()
+    /// `-Y`: memcached's ASCII authentication file (`user:password` lines); nil = no auth.
+    public var authFile: String? = nil
+    /// `--metrics-token-file`: a bearer token /metrics requires (Prometheus' `authorization`).
+    public var metricsTokenFile: String? = nil
+    /// `--metrics-auth-file`: `user:bcrypt-hash` lines /metrics requires (Prometheus' `basic_auth`).
+    public var metricsAuthFile: String? = nil
 
     public init() {}
 
@@ -61,7 +67,7 @@ public struct ServerConfig: Sendable, Equatable {
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-evictions", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
-        "enable-shutdown",
+        "enable-shutdown", "auth-file", "metrics-token-file", "metrics-auth-file",
     ] + TLSSettings.settingNames
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -118,6 +124,16 @@ public struct ServerConfig: Sendable, Equatable {
                 throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
             }
             enableShutdown = b
+        case "auth-file", "metrics-token-file", "metrics-auth-file":
+            // Read (and checked) at start, after privileges are dropped, and again on SIGHUP.
+            guard !value.isEmpty else {
+                throw ConfigError(setting: name, source: source, message: "expected the path of a file")
+            }
+            switch name {
+            case "auth-file": authFile = value
+            case "metrics-token-file": metricsTokenFile = value
+            default: metricsAuthFile = value
+            }
         default:
             if try tls.apply(name, value, raw: raw, source: source) { return }
             throw ConfigError(setting: name, source: source, message: "unknown setting")

@@ -27,6 +27,9 @@ public final class ServerContext: Sendable {
     public let watch = WatchHub()
     /// Ports actually bound (differ from the config when it asked for port 0).
     public let boundPort = ManagedAtomic<Int>(0)
+    /// The users of the `-Y` auth file (nil without -Y); read after privileges are dropped,
+    /// replaced on SIGHUP. Looked up once per authentication attempt, never per request.
+    let authUsers = Reloadable<AuthUsers?>(nil)
     /// Wakes the acceptor when it paused accepting for lack of descriptors.
     let acceptorWake = AcceptorWake()
     private let registryLock = Mutex()

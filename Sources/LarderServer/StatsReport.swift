@@ -76,6 +76,9 @@ enum StatsReport {
             ("evictions", cfg.disableEviction ? "off" : "on"),
             ("num_threads", "\(cfg.threads)"),
             ("cas_enabled", "yes"),
+            // memcached shows the -Y path here (or "no"); SASL is never on (no binary protocol).
+            ("auth_enabled_sasl", "no"),
+            ("auth_enabled_ascii", cfg.authFile ?? "no"),
             ("item_size_max", "\(cfg.maxItemSize)"),
             ("shards", "\(ctx.store.shardCount)"),
             ("metrics_port", "\(cfg.metricsPort)"),

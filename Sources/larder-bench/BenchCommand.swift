@@ -18,6 +18,8 @@ struct BenchSettings: Sendable {
     var totalConnections: Int
     /// --tls: connect with TLS (memcached's and Larder's -Z).
     var tls: BenchTLS?
+    /// `user:password` to authenticate each connection with first (memcached's -Y), or nil.
+    var auth: String? = nil
 }
 
 struct BenchCommand: ParsableCommand {
@@ -45,6 +47,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Flag(help: "Connect with TLS (a server started with -Z).") var tls = false
     @Option(help: "With --tls: check the server certificate against this CA file (unchecked without).") var tlsCa: String?
+    @Option(help: "Authenticate every connection first, as memcached's -Y expects: user:password.") var auth: String?
 
     func validate() throws {
         guard threads >= 1, connections >= threads else { throw ValidationError("need at least one connection per thread") }
@@ -52,6 +55,7 @@ struct BenchCommand: ParsableCommand {
         guard parseRange(valueSize) != nil else { throw ValidationError("--value-size must be N or N-M") }
         guard parseRatio(ratio) != nil else { throw ValidationError("--ratio must be SETS:GETS") }
         guard ["uniform", "zipf"].contains(distribution) else { throw ValidationError("--distribution is uniform or zipf") }
+        if let auth { guard auth.contains(":") else { throw ValidationError("--auth must be user:password") } }
     }
 
     func run() throws {
@@ -61,7 +65,7 @@ struct BenchCommand: ParsableCommand {
                                 setFraction: Double(s) / Double(s + g),
                                 zipfSkew: distribution == "zipf" ? zipfSkew : nil)
         let settings = BenchSettings(host: host, port: port, pipeline: pipeline, rate: rate, totalConnections: connections,
-                                     tls: tls ? try BenchTLS(caFile: tlsCa) : nil)
+                                     tls: tls ? try BenchTLS(caFile: tlsCa) : nil, auth: auth)
         let phase = ManagedAtomic<Int>(Phase.warmup.rawValue)
         var loaders: [LoadThread] = []
         for t in 0..<threads {

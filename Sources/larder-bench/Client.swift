@@ -124,7 +124,9 @@ final class LoadThread: @unchecked Sendable {
     func connectAll() throws {
         for _ in 0..<connectionCount {
             let fd = try connectTo(options.host, options.port)
-            conns.append(BenchConnection(fd: fd, ssl: try options.tls?.connect(fd: fd)))
+            let c = BenchConnection(fd: fd, ssl: try options.tls?.connect(fd: fd))
+            if let auth = options.auth { try authenticate(c, auth) }
+            conns.append(c)
         }
     }
 

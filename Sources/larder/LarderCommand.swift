@@ -64,7 +64,8 @@ enum LarderCommand {
         do {
             server = try Server(config: cfg, logger: logger)
         } catch let error as ConfigError {
-            // A TLS file that is missing, unreadable, open to others or not matching.
+            // A setting only checkable at start (a TLS file missing, unreadable, open to others or
+            // not matching; a credentials file read after -u): as bad configuration.
             printError("larder: \(error)")
             exit(64)
         } catch {

@@ -3,7 +3,9 @@
 // - each parse makes progress and never claims more bytes than it was given;
 // - every key and data range of a command lies inside the bytes the command consumed;
 // - feeding the same bytes one at a time yields the same commands as feeding them whole;
-// - every reply the commands lead to can be encoded.
+// - every reply the commands lead to can be encoded;
+// - the authentication reader (-Y) makes progress, keeps credentials inside the block it
+//   consumed, and answers the same fed whole or one byte at a time.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func larderParserFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
@@ -19,7 +21,58 @@ public func larderParserFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
             fatalError("byte-at-a-time parse differs: \(single) vs \(whole)")
         }
     }
+    // The authentication reader (-Y) gets the same input: same checks.
+    let authWhole = fuzzAuth([input])
+    if size <= 96 {
+        let pieces = (0..<size).map { UnsafeRawBufferPointer(rebasing: input[$0..<($0 + 1)]) }
+        let single = fuzzAuth(pieces)
+        if single != authWhole { fatalError("byte-at-a-time auth parse differs: \(single) vs \(authWhole)") }
+    }
     return 0
+}
+
+/// Runs the authentication reader over the chunks as a connection would (a good credential
+/// is "u p"); returns what happened at each step with an effect.
+func fuzzAuth(_ chunks: [UnsafeRawBufferPointer]) -> [String] {
+    var parser: AuthParser? = AuthParser()
+    var buffer: [UInt8] = []
+    var out: [String] = []
+    for chunk in chunks {
+        buffer.append(contentsOf: chunk)
+        while let p = parser, !buffer.isEmpty {
+            var reader = p
+            let step = buffer.withUnsafeBytes { reader.parse($0) }
+            parser = reader
+            func take(_ n: Int) {
+                precondition(n > 0 && n <= buffer.count, "bad consumed \(n)")
+                buffer.removeFirst(n)
+            }
+            switch step {
+            case .needMore:
+                break
+            case .line(let n):
+                take(n)
+                continue
+            case .refuse(let e, let n):
+                out.append("refuse \(e)")
+                take(n)
+                continue
+            case .credentials(let u, let pw, let n):
+                precondition(u.upperBound <= n && pw.upperBound <= n && !u.isEmpty && !pw.isEmpty, "credentials outside the block")
+                let ok = Array(buffer[u]) == [0x75] && Array(buffer[pw]) == [0x70]
+                out.append(ok ? "stored" : "failure")
+                take(n)
+                if ok { parser = nil }
+                continue
+            case .close:
+                out.append("close")
+                parser = nil
+            }
+            break
+        }
+        if parser == nil { break }
+    }
+    return out
 }
 
 /// Parses the chunks as a connection would; returns a description of each outcome.

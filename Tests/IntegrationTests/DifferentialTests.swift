@@ -192,4 +192,148 @@ struct DifferentialTests {
         c.shutdownWrite()
         #expect(normalise(try c.readToEOF()) == expected)
     }
+
+    /// ASCII authentication (-Y): both servers read the same auth file; each case is a
+    /// conversation on one connection, a step sent only once the replies to the previous one
+    /// (their number of lines is given) have arrived. Pre-auth requests go one per step:
+    /// memcached keeps only the last of the pre-auth replies it produces from one read (see
+    /// `pipelinedPreAuth` below); everything else is pipelined freely.
+    @Test("authentication: every reply and the connection's fate are memcached's")
+    func authentication() throws {
+        let file = try AuthFixture.write("alice:secret\nbob:pw2\nalice:second\n")
+        defer { unlink(file) }
+        let mc = try ServerProcess.memcached(["-t", "2", "-Y", file])
+        defer { mc.stop() }
+        let larder = try ServerProcess.larder(["-t", "2", "-Y", file])
+        defer { larder.stop() }
+        var differences: [String] = []
+        for (name, steps) in authCases {
+            let expected = normalise(try converse(steps, port: mc.port))
+            let got = normalise(try converse(steps, port: larder.port))
+            if expected != got {
+                differences.append("\(name):\n  memcached: \(expected.debugDescription)\n  larder:    \(got.debugDescription)")
+            }
+        }
+        // Both servers saw the same attempts: the counters and their place in `stats` agree.
+        #expect(try authStats(mc.port) == authStats(larder.port))
+        #expect(try authStats(larder.port).contains { $0.hasPrefix("STAT auth_errors ") })
+        let report = "\(differences.count) of \(authCases.count) cases differ:\n" + differences.joined(separator: "\n")
+        #expect(differences.isEmpty, Comment(rawValue: report))
+    }
+
+    /// The one deliberate difference: memcached answers pre-auth requests through a single
+    /// response object that each new one resets until the batch is written, so of several
+    /// pre-auth requests read at once only the last reply is sent (a client waiting for one
+    /// reply per request would hang). Larder answers each; its last reply is memcached's only.
+    @Test("pipelined pre-auth requests: memcached drops all but the last reply, Larder answers each")
+    func pipelinedPreAuth() throws {
+        let file = try AuthFixture.write("alice:secret\n")
+        defer { unlink(file) }
+        let mc = try ServerProcess.memcached(["-t", "1", "-Y", file])
+        defer { mc.stop() }
+        let larder = try ServerProcess.larder(["-t", "1", "-Y", file])
+        defer { larder.stop() }
+        let batches: [(String, [String])] = [
+            ("version\r\nquit\r\nset a 0 0 5\r\nalice\r\n",
+             ["CLIENT_ERROR unauthenticated", "CLIENT_ERROR unauthenticated", "CLIENT_ERROR bad authentication token format"]),
+            ("set a 0 0 5\r\nalice\r\nset a 0 0 12\r\nalice wrongg\r\nset a 0 0 12\r\nalice secret\r\nget a\r\n",
+             ["CLIENT_ERROR bad authentication token format", "CLIENT_ERROR authentication failure", "STORED", "END"]),
+        ]
+        for (request, larderLines) in batches {
+            let l = try exchange(b(request), port: larder.port).text
+            #expect(l == larderLines.map { $0 + "\r\n" }.joined())
+            // memcached: only the last pre-auth reply, then whatever follows authentication.
+            let firstKept = larderLines.firstIndex(of: "STORED") ?? larderLines.count - 1
+            #expect(try exchange(b(request), port: mc.port).text == larderLines[firstKept...].map { $0 + "\r\n" }.joined())
+        }
+    }
 }
+
+/// An auth file both servers can read: mode 0600 (Larder refuses files others may read),
+/// owned by the user they serve as (nobody when the tests run as root).
+enum AuthFixture {
+    static func write(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "larder-auth-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        chmod(path, 0o600)
+        if getuid() == 0, let pw = getpwnam("nobody") { chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+        return path
+    }
+}
+
+/// Sends each step's bytes on one connection, waiting after each for the given number of
+/// reply lines (CRLFs); then half-closes and reads to the end. A step that does not get its
+/// lines (the server closed or stayed silent) ends the conversation with a marker. Returns
+/// everything received.
+private func converse(_ steps: [([UInt8], Int)], port: Int) throws -> [UInt8] {
+    let c = try TestClient(port: port)
+    var out: [UInt8] = []
+    for (bytes, lines) in steps {
+        guard (try? c.send(bytes)) != nil else { break }
+        var got = 0
+        while got < lines {
+            // One read may bring several lines (and always ends at a line's end).
+            guard let chunk = try? c.read(until: "\r\n") else {
+                // Closed or silent: recorded in the output, so the case shows as a difference.
+                return out + b("<waited for \(lines) line(s), got \(got)>")
+            }
+            out += Array(chunk.utf8)
+            got += chunk.components(separatedBy: "\r\n").count - 1
+        }
+    }
+    c.shutdownWrite()
+    out += (try? c.readToEOF()) ?? []
+    return out
+}
+
+/// `stats` lines around the auth counters: the line before, the two counters, the line after.
+private func authStats(_ port: Int) throws -> [String] {
+    let c = try TestClient(port: port)
+    try c.send("set a 0 0 12\r\nalice secret\r\nstats\r\n")
+    let lines = try c.read(until: "END\r\n").components(separatedBy: "\r\n")
+    guard let i = lines.firstIndex(where: { $0.hasPrefix("STAT auth_cmds ") }), i > 0, i + 2 < lines.count else { return lines }
+    let name = { (l: String) in String(l.split(separator: " ")[1]) }
+    return [name(lines[i - 1]), lines[i], lines[i + 1], name(lines[i + 2])]
+}
+
+/// Authentication conversations: (bytes, reply lines to wait for) per step.
+private let authCases: [(String, [([UInt8], Int)])] = {
+    func s(_ text: String, _ lines: Int) -> ([UInt8], Int) { (b(text), lines) }
+    let secret = "alice secret"
+    return [
+        ("commands before auth", [s("version\r\n", 1), s("quit\r\n", 1), s("mn\r\n", 1), s("get a\r\n", 1), s("stats\r\n", 1),
+                                  s("flush_all\r\n", 1), s("verbosity 1\r\n", 1), s("ms a 1\r\n", 1), s("x\r\n", 1), s("\r\n", 1),
+                                  s("delete a noreply\r\n", 1), s("shutdown\r\n", 1), s("GET / HTTP/1.1\r\n", 1)]),
+        ("auth, then commands pipelined", [s("set k 0 0 12\r\n\(secret)\r\nset b 0 0 1\r\nx\r\nget b\r\nmn\r\nversion\r\nmg b v\r\n", 9)]),
+        ("a second auth set is a normal set", [s("set a 0 0 12\r\n\(secret)\r\nset c 0 0 12\r\n\(secret)\r\nget c\r\n", 5)]),
+        ("noreply is ignored", [s("set a 0 0 12 noreply\r\n\(secret)\r\n", 1), s("get a\r\nset d 0 0 1 noreply\r\nx\r\nget d\r\n", 4)]),
+        ("failure keeps the connection", [s("set a 0 0 11\r\nalice wrong\r\n", 1), s("get a\r\n", 1), s("set a 0 0 7\r\nbob pw2\r\n", 1),
+                                          s("get a\r\n", 1)]),
+        ("a user listed twice takes either password", [s("set a 0 0 12\r\nalice second\r\n", 1), s("mn\r\n", 1)]),
+        ("wrong user, case, prefix", [s("set a 0 0 11\r\nalic secret\r\n", 1), s("set a 0 0 12\r\nALICE secret\r\n", 1),
+                                      s("set a 0 0 11\r\nalice secre\r\n", 1), s("set a 0 0 13\r\nalice secret2\r\n", 1),
+                                      s("set a 0 0 7\r\nbob pw3\r\n", 1)]),
+        ("bad token format", [s("set a 0 0 5\r\nalice\r\n", 1), s("set a 0 0 12\r\nalice:secret\r\n", 1), s("set a 0 0 0\r\n\r\n", 1),
+                              s("set a 0 0 4294967296\r\n\r\n", 1), s("set a 0 0 12\r\nalice\tsecret\r\n", 1)]),
+        ("bad termination", [s("set a 0 0 12\r\nalice secretXX", 1), s("\r\n", 1), s("set a 0 0 12\r\nalice secret\nv", 1),
+                             s("set a 0 0 4294967294\r\n", 1), s("set a 0 0 4294967295\r\nx", 1), s("mn\r\n", 1)]),
+        ("request lines", [s("set a 0 0 -1\r\n", 1), s("set a 0 0 abc\r\n", 1), s("set a 0 0 12x\r\n", 1), s("set a 0 0\r\n", 1),
+                           s("SET a 0 0 12\r\n", 1), s("set\ta 0 0 12\r\n", 1), s("set\n", 1), s("set a x y 12\r\n\(secret)\r\n", 1)]),
+        ("spaces and extra tokens", [s("   set  a 0 0 12 extra more\r\n\(secret)\r\n", 1)]),
+        ("spaces in the data", [s("set a 0 0 14\r\n alice  secret\r\n", 1)]),
+        ("a third data token is ignored", [s("set a 0 0 18\r\nalice secret extra\r\n", 1)]),
+        ("bare LF after the auth line", [s("set a 0 0 12\n\(secret)\r\n", 1)]),
+        ("+12", [s("set a 0 0 +12\r\n\(secret)\r\n", 1)]),
+        ("NUL ends the data", [([UInt8](b("set a 0 0 13\r\nalice secre")) + [0] + b("t\r\n"), 1),
+                               ([UInt8](b("set a 0 0 13\r\nalice secret")) + [0] + b("\r\n"), 1)]),
+        ("NUL ends the line", [([UInt8](b("set a 0 0 12")) + [0] + b(" junk\r\n\(secret)\r\n"), 1)]),
+        ("the auth line and block split", [s("set a 0 0 12\r", 0), s("\nalice ", 0), s("secret\r", 0), s("\nmn\r\n", 2)]),
+        ("largest block", [([UInt8](b("set a 0 0 16382\r\n\(secret)")) + [UInt8](repeating: 0x20, count: 16370) + b("\r\n"), 1)]),
+        ("a block too large closes", [([UInt8](b("set a 0 0 16383\r\n\(secret)")) + [UInt8](repeating: 0x20, count: 16371) + b("\r\n"), 0)]),
+        ("a 1 MB block closes", [([UInt8](b("set a 0 0 1048576\r\n")) + [UInt8](repeating: 0x61, count: 1_048_578), 0)]),
+        ("2048 bytes with no newline wait", [([UInt8](repeating: 0x78, count: 2048), 0), s("\r\n", 1)]),
+        ("2049 bytes with no newline close", [([UInt8](repeating: 0x78, count: 2049), 0)]),
+        ("a long line with its newline", [([UInt8](repeating: 0x78, count: 3000) + b("\r\n"), 1)]),
+    ]
+}()
+

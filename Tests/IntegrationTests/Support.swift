@@ -108,6 +108,23 @@ final class ServerProcess: @unchecked Sendable {
         throw TestFailure("memcached did not start")
     }
 
+    /// Reads what the server logged since, until the log contains `text` or `timeout`
+    /// passes; returns the whole log so far (`stderrText`).
+    @discardableResult
+    func readLog(until text: String, timeout: TimeInterval = 10) -> String {
+        let fd = errPipe.fileHandleForReading.fileDescriptor
+        let deadline = Date().addingTimeInterval(timeout)
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while !stderrText.contains(text) && Date() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) > 0 else { continue }
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            stderrText += String(decoding: buf[0..<n], as: UTF8.self)
+        }
+        return stderrText
+    }
+
     /// SIGTERM, then wait; returns the exit status.
     @discardableResult
     func stop(timeout: TimeInterval = 10) -> Int32 {
