@@ -63,6 +63,11 @@ enum MetricsPage {
         p.family("larder_segments_total", .counter, "Segments emptied, by cause: evicted, expired (all items past their exptime).")
         p.sample("larder_segments_total", [("cause", "evicted")], c.segmentsEvicted)
         p.sample("larder_segments_total", [("cause", "expired")], c.segmentsExpired)
+        let r = ctx.store.restoreReport
+        p.family("larder_restored_items", .gauge, "Items the last start took over from the memory file (-e).")
+        p.sample("larder_restored_items", [], Double(r.restoredItems))
+        p.family("larder_restore_info", .gauge, "1 for what the last start found in the memory file: restored, clean_start (no -e), no_file (created), incompatible_settings or corrupt (started empty).")
+        p.sample("larder_restore_info", [("outcome", r.outcome.rawValue)], 1.0)
         p.family("larder_limit_bytes", .gauge, "Memory limit for items and index (-m, or the last cache_memlimit).")
         p.sample("larder_limit_bytes", [], Double(ctx.store.memoryLimit))
         p.family("larder_evictions_total", .counter, "Items evicted to make room.")

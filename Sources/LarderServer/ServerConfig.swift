@@ -43,6 +43,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var outputTimeout: Int = 30
     /// `-A`: allow the `shutdown` command (off by default, as memcached's `-A`).
     public var enableShutdown: Bool = false
+    /// `-e`: the memory file (tmpfs, e.g. /dev/shm/larder) holding the items, so that a restart
+    /// (graceful or after a crash) takes them over. nil: anonymous memory.
+    public var memoryFile: String? = nil
 
     public init() {}
 
@@ -56,7 +59,7 @@ public struct ServerConfig: Sendable, Equatable {
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-eviction", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
-        "enable-shutdown",
+        "enable-shutdown", "memory-file",
     ]
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -111,6 +114,11 @@ public struct ServerConfig: Sendable, Equatable {
                 throw ConfigError(setting: name, source: source, message: "'\(raw)' is not true or false")
             }
             enableShutdown = b
+        case "memory-file":
+            guard !value.isEmpty, !value.hasSuffix("/") else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not a file path")
+            }
+            memoryFile = value
         default:
             throw ConfigError(setting: name, source: source, message: "unknown setting")
         }

@@ -119,6 +119,8 @@ enum StatsReport {
             ("copied_forward", "\(c.copiedForward)"),
             ("segments_evicted", "\(c.segmentsEvicted)"),
             ("segments_expired", "\(c.segmentsExpired)"),
+            ("restored_items", "\(ctx.store.restoreReport.restoredItems)"),
+            ("restore_outcome", ctx.store.restoreReport.outcome.rawValue),
         ]
     }
 
