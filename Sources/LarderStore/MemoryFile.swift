@@ -149,8 +149,9 @@ struct FileSegments {
         get { base.load(as: UInt64.self) }
         nonmutating set { base.storeBytes(of: newValue, as: UInt64.self) }
     }
-    /// Live items at a clean stop (sizes the index before the scan).
-    var itemsAtStop: UInt64 {
+    /// The index's size (slots) as last rebuilt: a restore rebuilds it at the same size, so
+    /// the items fit in the memory they fitted in before.
+    var indexCapacity: UInt64 {
         get { base.load(fromByteOffset: 8, as: UInt64.self) }
         nonmutating set { base.storeBytes(of: newValue, toByteOffset: 8, as: UInt64.self) }
     }

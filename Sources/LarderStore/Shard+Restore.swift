@@ -60,9 +60,10 @@ extension Shard {
             found.append((file.sequence(s), s))
         }
         found.sort { $0.sequence < $1.sequence }
-        if verify && file.itemsAtStop > 0 && file.itemsAtStop < UInt64(Int32.max) {
-            rebuildIndexLocked(capacity: max(capacity, Int(file.itemsAtStop) * 4 / 3 + 1))
-        }
+        // The index as large as it was (bounded by what the share could hold: a damaged
+        // number must not allocate more).
+        let saved = Int(clamping: file.indexCapacity)
+        if saved > capacity && saved <= limit / 8 { rebuildIndexLocked(capacity: saved) }
         neverUsed = Int32(geometry.maxSegments)
         var inUse = [Bool](repeating: false, count: geometry.maxSegments)
         for (sequence, s) in found {
@@ -105,6 +106,9 @@ extension Shard {
             if info[i].state == .main { pushTail(&main, s) } else { pushTail(&small, s) }
         }
         unmappedList = (0..<Int32(geometry.maxSegments)).reversed().filter { !inUse[Int($0)] }
+        // Grown by doubling during the scan (no saved size): back to the usual 3/4 load.
+        let usual = max(Shard.initialIndexCapacity, count * 4 / 3 + 1)
+        if capacity > usual * 3 / 2 { rebuildIndexLocked(capacity: usual) }
         casCounter = maxCounter
         casPersistedUpTo = 0  // the next cas moves the mark on
         // Eviction needs its reserve segment; if the file filled the share, the oldest
@@ -161,7 +165,6 @@ extension Shard {
             file.setChecksum(s, file.computeChecksum(s, data: segmentBase(s)))
         }
         file.casReserved = casCounter + 1
-        file.itemsAtStop = UInt64(count)
     }
 }
 

@@ -558,6 +558,16 @@ public final class Store: Sendable {
                     }
                 }
                 var liveRecords = 0, liveBytes = 0, written = 0
+                // The memory file must agree: a segment in use is committed exactly as far as
+                // it is written; any other holds nothing a restart could bring back.
+                for seg in 0..<Int32(s.geometry.maxSegments) {
+                    guard let f = s.file else { break }
+                    let st = s.info[Int(seg)].state
+                    let want = st == .small || st == .main || st == .active ? Int(s.info[Int(seg)].used) : 0
+                    if f.committed(seg) != want {
+                        problems.append("shard \(n) segment \(seg) (\(st)): committed \(f.committed(seg)) in the file, \(want) written")
+                    }
+                }
                 for seg in 0..<Int(s.neverUsed) {
                     let st = s.info[seg].state
                     guard st == .small || st == .main || st == .active else { continue }
