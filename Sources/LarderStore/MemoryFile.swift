@@ -78,16 +78,22 @@ enum FileLayout {
     static let running: UInt64 = 0
 }
 
-/// A fast 64-bit checksum of a byte range (multiply-xorshift over 8-byte words): catches a
-/// flipped byte in a segment or the header, not an adversary.
+/// A fast 64-bit checksum of a byte range (multiply-xorshift over 8-byte words, four
+/// independent lanes so the multiplies overlap): catches a flipped byte in a segment or the
+/// header, not an adversary.
 func checksum64(_ p: UnsafeRawPointer, _ n: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> UInt64 {
-    var h = seed ^ UInt64(n)
+    let m: UInt64 = 0xFF51_AFD7_ED55_8CCD
+    var a = seed ^ UInt64(n), b = a &+ 1, c = a &+ 2, d = a &+ 3
     var i = 0
-    while i + 8 <= n {
-        h = (h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-        h ^= h >> 32
-        i += 8
+    while i + 32 <= n {
+        a = (a ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* m
+        b = (b ^ p.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)) &* m
+        c = (c ^ p.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)) &* m
+        d = (d ^ p.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)) &* m
+        a ^= a >> 32; b ^= b >> 32; c ^= c >> 32; d ^= d >> 32
+        i += 32
     }
+    var h = a ^ (b &* 0xC4CE_B9FE_1A85_EC53) ^ (c &* m) ^ (d &* 0x9E37_79B9_7F4A_7C15)
     while i < n {
         h = (h ^ UInt64(p.load(fromByteOffset: i, as: UInt8.self))) &* 0xC4CE_B9FE_1A85_EC53
         i += 1
