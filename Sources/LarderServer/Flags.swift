@@ -78,6 +78,8 @@ public enum FlagParser {
                  help: "largest item: bytes, or with a k/m suffix (default: 1m; at most half of -m)"),
         FlagSpec(short: "M", long: "disable-evictions", value: nil, kind: .enable("disable-evictions"), group: .memory,
                  help: "return an error when memory is exhausted instead of evicting"),
+        FlagSpec(short: "e", long: "memory-file", value: "<path>", kind: .setting("memory-file"), group: .memory,
+                 help: "keep items in this file (on tmpfs, e.g. /dev/shm/larder) so a restart, even after a crash, keeps them"),
         FlagSpec(short: nil, long: "shards", value: "<num>", kind: .setting("shards"), group: .memory,
                  help: "store shards, a power of two (default: 64, lowered so each holds 4 x -I)"),
         FlagSpec(short: nil, long: "client-memory", value: "<num>", kind: .setting("client-memory"), group: .clients,

@@ -313,6 +313,13 @@ enum MetricTable {
         .counter("copied_forward", "larder_copied_forward_total", "Items copied forward by segment eviction or compaction.") { $0.store.copiedForward },
         .counter("segments_evicted", "larder_segments_total", [("cause", "evicted")], segmentsEmptiedHelp) { $0.store.segmentsEvicted },
         .counter("segments_expired", "larder_segments_total", [("cause", "expired")], segmentsEmptiedHelp) { $0.store.segmentsExpired },
+        .gauge("restored_items", "larder_restored_items", "Items the last start took over from the memory file (-e).") {
+            $0.ctx.store.restoreReport.restoredItems
+        },
+        // Its /metrics side is larder_restore_info{outcome} (MetricsPage: the label is the value).
+        .text("restore_outcome", "what the last start found in the memory file (docs/RESTART.md)") {
+            $0.ctx.store.restoreReport.outcome.rawValue
+        },
     ]
 
     /// `stats` lines: every row with a memcached name, in table order.

@@ -36,6 +36,10 @@ enum MetricsPage {
                         buckets: buckets, sum: total)
         }
 
+        let outcome = ctx.store.restoreReport.outcome.rawValue
+        p.family("larder_restore_info", .gauge, "1 for what the last start found in the memory file: restored, clean_start (no -e), no_file (created), incompatible_settings or corrupt (started empty).")
+        p.sample("larder_restore_info", [("outcome", outcome)], 1.0)
+
         processMetrics(&p, ctx)
         return p.text
     }

@@ -68,11 +68,12 @@ public final class Server: @unchecked Sendable {
         _ = Ticks.nanosPerTick  // calibrate the latency clock before any request
         var config = config
         config.maxConnections = Server.fitDescriptorLimit(config, logger: logger)
-        let store = Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
-                                              shardCount: Server.effectiveShards(config),
-                                              evictionDisabled: config.disableEviction,
-                                              maxItemSize: config.maxItemSize),
-                          clock: clock)
+        let store = try Store(config: StoreConfig(memoryLimit: config.memoryLimitMB * 1024 * 1024,
+                                                  shardCount: Server.effectiveShards(config),
+                                                  evictionDisabled: config.disableEviction,
+                                                  maxItemSize: config.maxItemSize),
+                              clock: clock, memoryFile: config.memoryFile)
+        Server.logRestore(store.restoreReport, path: config.memoryFile, logger: logger)
         // The certificate and key are read before privileges are dropped (as memcached does).
         let tls = config.tls.enabled ? try TLSContext(config.tls) : nil
         context = ServerContext(config: config, store: store, workers: config.threads, tls: tls)
@@ -173,7 +174,29 @@ public final class Server: @unchecked Sendable {
         for w in workers { w.join() }
         sweeper?.stop()
         metrics?.stop()
+        if context.config.memoryFile != nil {
+            context.store.closeCleanly()
+            logger.notice("memory file \(context.config.memoryFile!): clean stop recorded")
+        }
         logger.notice("stopped")
+    }
+
+    /// One line on what the memory file gave (and any notes about it).
+    static func logRestore(_ r: RestoreReport, path: String?, logger: Logger) {
+        guard let path else { return }
+        for n in r.notes { logger.warning("\(n)") }
+        switch r.outcome {
+        case .restored:
+            let how = r.graceful ? "after a clean stop (segments verified)" : "after a crash (no clean-stop record)"
+            var extra = ""
+            if r.droppedLargeItems > 0 { extra += "; dropped \(r.droppedLargeItems) item(s) with values kept outside the file" }
+            if r.damagedSegments > 0 { extra += "; \(r.damagedSegments) damaged segment(s) dropped or cut short" }
+            logger.notice("memory file \(path): restored \(r.restoredItems) items \(how) in \(Int(r.seconds * 1000)) ms\(extra)")
+        case .noFile: logger.notice("memory file \(path): created; starting empty")
+        case .incompatibleSettings, .corrupt:
+            logger.warning("memory file \(path): starting empty (\(r.outcome.rawValue)): \(r.reason)")
+        case .cleanStart: break
+        }
     }
 
     fileprivate func acceptAll(_ listener: Listener) {

@@ -54,6 +54,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var metricsTokenFile: String? = nil
     /// `--metrics-auth-file`: `user:bcrypt-hash` lines /metrics requires (Prometheus' `basic_auth`).
     public var metricsAuthFile: String? = nil
+    /// `-e`: the memory file (tmpfs, e.g. /dev/shm/larder) holding the items, so that a restart
+    /// (graceful or after a crash) takes them over. nil: anonymous memory.
+    public var memoryFile: String? = nil
 
     public init() {}
 
@@ -67,7 +70,7 @@ public struct ServerConfig: Sendable, Equatable {
         "port", "listen", "memory-limit", "conn-limit", "threads", "max-item-size",
         "disable-evictions", "verbose", "shards", "metrics-port", "user", "idle-timeout",
         "client-memory", "output-timeout",
-        "enable-shutdown", "auth-file", "metrics-token-file", "metrics-auth-file",
+        "enable-shutdown", "auth-file", "metrics-token-file", "metrics-auth-file", "memory-file",
     ] + TLSSettings.settingNames
 
     /// Applies one setting given as text (from a file, the environment or a flag).
@@ -134,6 +137,11 @@ public struct ServerConfig: Sendable, Equatable {
             case "metrics-token-file": metricsTokenFile = value
             default: metricsAuthFile = value
             }
+        case "memory-file":
+            guard !value.isEmpty, !value.hasSuffix("/") else {
+                throw ConfigError(setting: name, source: source, message: "'\(raw)' is not a file path")
+            }
+            memoryFile = value
         default:
             if try tls.apply(name, value, raw: raw, source: source) { return }
             throw ConfigError(setting: name, source: source, message: "unknown setting")

@@ -165,6 +165,7 @@ extension Shard {
         old.deallocate()
         slots = fresh
         capacity = newCapacity
+        file?.indexCapacity = UInt64(newCapacity)
         tombstones = 0
         staleEntries = 0
         cleanCursor = 0

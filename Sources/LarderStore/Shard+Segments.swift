@@ -69,6 +69,10 @@ extension Shard {
     }
 
     private func openLocked(_ s: Int32, target: Int) {
+        if let file {
+            openSequence &+= 1
+            file.open(s, kind: target == WriteTarget.main ? 2 : 1, sequence: openSequence)
+        }
         info[Int(s)].openedAt = lastWriteTime
         info[Int(s)].state = .active
         info[Int(s)].used = 0
@@ -112,7 +116,7 @@ extension Shard {
     }
 
     /// A never-used or given-back segment, if the limit allows one more.
-    private func mapSegmentLocked() -> Int32? {
+    func mapSegmentLocked() -> Int32? {
         guard usedBytes + geometry.segmentSize <= limit else { return nil }
         let s: Int32
         if let u = unmappedList.popLast() {
@@ -144,7 +148,8 @@ extension Shard {
     }
 
     private func unmapLocked(_ s: Int32) {
-        madvise(segmentBase(s), geometry.segmentSize, MADV_DONTNEED)
+        // A shared file mapping keeps its pages after MADV_DONTNEED; MADV_REMOVE frees them.
+        madvise(segmentBase(s), geometry.segmentSize, file == nil ? MADV_DONTNEED : MADV_REMOVE)
         info[Int(s)].state = .unmapped
         mappedSegments -= 1
         unmappedList.append(s)
@@ -186,8 +191,9 @@ extension Shard {
 
     /// An emptied segment (its records already accounted for) goes back: zeroed, then into
     /// reserve if that is empty, else onto the free list.
-    private func recycleLocked(_ s: Int32) {
+    func recycleLocked(_ s: Int32) {
         let i = Int(s)
+        file?.release(s)
         segmentBytesUsed -= Int(info[i].used)
         info[i].liveItems = 0
         info[i].liveBytes = 0
@@ -215,6 +221,8 @@ extension Shard {
         info[i].liveItems += 1
         info[i].liveBytes += Int32(size)
         if r.isExternal { info[i].externals += 1 }
+        // The record is complete: a later process may read it (MemoryFile.swift).
+        file?.commit(s, Int(info[i].used))
         let e = r.exptime
         let d = e == 0 ? Int64.max : e
         if d > info[i].maxDeadline { info[i].maxDeadline = d }
@@ -378,7 +386,7 @@ extension Shard {
 
     // MARK: FIFO links
 
-    private func pushTail(_ q: inout SegmentQueue, _ s: Int32) {
+    func pushTail(_ q: inout SegmentQueue, _ s: Int32) {
         info[Int(s)].next = -1
         info[Int(s)].prev = q.tail
         if q.tail >= 0 { info[Int(q.tail)].next = s } else { q.head = s }

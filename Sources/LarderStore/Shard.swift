@@ -109,8 +109,15 @@ final class Shard: @unchecked Sendable {
     let hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)
 
     // MARK: Segments
-    /// The mapping: `maxSegments` segments, touched (and so resident) only once written.
+    /// The mapping: `maxSegments` segments, touched (and so resident) only once written. With
+    /// a memory file (`-e`), this shard's part of the file's shared mapping.
     let memory: UnsafeMutableRawPointer
+    /// With a memory file: this shard's segment metadata in the file (committed lengths, see
+    /// MemoryFile.swift), and the file itself, kept alive while the shard points into it.
+    let file: FileSegments?
+    let fileOwner: AnyObject?
+    /// Segments opened so far (their order in the file, to rebuild the FIFOs on restore).
+    @exclusivity(unchecked) var openSequence: UInt64 = 0
     let info: UnsafeMutablePointer<SegmentInfo>
     @exclusivity(unchecked) var mappedSegments = 0
     @exclusivity(unchecked) var neverUsed: Int32 = 0
@@ -152,7 +159,11 @@ final class Shard: @unchecked Sendable {
     // MARK: cas
     /// cas uniques are `(counter << shardBits) | shardIndex`: unique across shards without a
     /// shared counter.
-    @exclusivity(unchecked) private var casCounter: UInt64 = 0
+    @exclusivity(unchecked) var casCounter: UInt64 = 0
+    /// With a memory file, the counter value up to which the file's high-water mark covers
+    /// (renewed in steps of `casReserveStep`); without one, never reached.
+    @exclusivity(unchecked) var casPersistedUpTo: UInt64 = .max
+    static let casReserveStep: UInt64 = 1 << 16
     private let casShift: UInt64
     private let casTag: UInt64
 
@@ -183,7 +194,8 @@ final class Shard: @unchecked Sendable {
     static let initialIndexCapacity = 64
 
     init(index: Int, shardBits: Int, limit: Int, geometry: SegmentGeometry, evictionDisabled: Bool,
-         hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)) {
+         hashSeeds: (seed: UInt64, secret0: UInt64, secret1: UInt64),
+         file: (memory: UnsafeMutableRawPointer, meta: FileSegments, owner: AnyObject)? = nil) {
         self.limit = limit
         self.hashSeeds = hashSeeds
         self.geometry = geometry
@@ -191,10 +203,19 @@ final class Shard: @unchecked Sendable {
         casShift = UInt64(shardBits)
         casTag = UInt64(index)
         let bytes = geometry.maxSegments * geometry.segmentSize
-        // MAP_NORESERVE: address space only; a page becomes resident when first written.
-        let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        precondition(p != MAP_FAILED && p != nil, "mmap of \(bytes) bytes for segments failed: errno \(errno)")
-        memory = p!
+        if let file {
+            memory = file.memory
+            self.file = file.meta
+            fileOwner = file.owner
+            casPersistedUpTo = 0
+        } else {
+            // MAP_NORESERVE: address space only; a page becomes resident when first written.
+            let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            precondition(p != MAP_FAILED && p != nil, "mmap of \(bytes) bytes for segments failed: errno \(errno)")
+            memory = p!
+            self.file = nil
+            fileOwner = nil
+        }
         info = .allocate(capacity: geometry.maxSegments)
         info.initialize(repeating: SegmentInfo(), count: geometry.maxSegments)
         active = .allocate(capacity: WriteTarget.count)
@@ -218,7 +239,7 @@ final class Shard: @unchecked Sendable {
         for s in 0..<geometry.maxSegments where info[s].externals > 0 {
             forEachLiveRecordLocked(Int32(s)) { r, _ in if r.isExternal { r.external.release() } }
         }
-        munmap(memory, geometry.maxSegments * geometry.segmentSize)
+        if file == nil { munmap(memory, geometry.maxSegments * geometry.segmentSize) }
         info.deallocate()
         active.deallocate()
         slots.deallocate()
@@ -236,8 +257,20 @@ final class Shard: @unchecked Sendable {
     @inline(__always)
     func nextCasLocked() -> UInt64 {
         casCounter &+= 1
+        if casCounter >= casPersistedUpTo { persistCasLocked() }
         return (casCounter << casShift) | casTag
     }
+
+    /// Moves the memory file's cas high-water mark a step ahead of the counter, before any
+    /// value past the old mark is handed out. Write lock held.
+    @inline(never)
+    func persistCasLocked() {
+        casPersistedUpTo = casCounter + Shard.casReserveStep
+        file?.casReserved = casPersistedUpTo
+    }
+
+    /// The shard's cas tag bits (the low bits of every cas it hands out).
+    var casShiftBits: UInt64 { casShift }
 
     /// The key hash, as the store computes it.
     @inline(__always)

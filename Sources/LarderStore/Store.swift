@@ -174,8 +174,21 @@ public final class Store: Sendable {
     private let pendingFlush = ManagedAtomic<Int64>(0)
     /// Each shard's write count as the sweeper last saw it (the sweeper's own memory).
     private let writesSeen: [ManagedAtomic<UInt64>]
+    /// The memory file (`-e`), if any.
+    let memoryFileBacking: MemoryFile?
+    /// What the store found in its memory file at start (`.cleanStart` without one).
+    public let restoreReport: RestoreReport
 
-    public init(config: StoreConfig = StoreConfig(), clock: any StoreClock = SystemClock()) {
+    /// With anonymous memory (no memory file): cannot fail.
+    public convenience init(config: StoreConfig = StoreConfig(), clock: any StoreClock = SystemClock()) {
+        // try!: without a memory file nothing in the initializer throws.
+        try! self.init(config: config, clock: clock, memoryFile: nil)
+    }
+
+    /// A store whose segments live in the memory file at `memoryFile` (`-e`), taking over the
+    /// items a previous process left there when the file matches these settings (see
+    /// `restoreReport`). Throws only when the file cannot be opened, locked, sized or mapped.
+    public init(config: StoreConfig, clock: any StoreClock = SystemClock(), memoryFile: String?) throws(MemoryFileError) {
         var n = 1
         while n < max(1, min(config.shardCount, 1024)) { n <<= 1 }
         var bits = 0
@@ -188,13 +201,24 @@ public final class Store: Sendable {
         let perShard = config.memoryLimit / n
         let g = SegmentGeometry(shardLimit: perShard)
         geometry = g
-        let seeds = config.hashSeeds ?? (KeyHash.seed, KeyHash.secret0, KeyHash.secret1)
-        (seed, secret0, secret1) = seeds
-        shards = (0..<n).map {
-            Shard(index: $0, shardBits: bits, limit: perShard, geometry: g, evictionDisabled: config.evictionDisabled,
-                  hashSeeds: seeds)
+        var seeds = config.hashSeeds ?? (KeyHash.seed, KeyHash.secret0, KeyHash.secret1)
+        var file: MemoryFile? = nil
+        if let memoryFile {
+            let f = try MemoryFile(path: memoryFile, memoryLimit: config.memoryLimit, shardCount: n,
+                                   maxItemSize: config.maxItemSize, geometry: g, seeds: seeds)
+            seeds = f.seeds
+            file = f
         }
+        (seed, secret0, secret1) = seeds
+        let shards = (0..<n).map { i in
+            Shard(index: i, shardBits: bits, limit: perShard, geometry: g, evictionDisabled: config.evictionDisabled,
+                  hashSeeds: seeds, file: file.map { (memory: $0.shardData(i), meta: $0.shardMeta(i), owner: $0) })
+        }
+        self.shards = shards
+        memoryFileBacking = file
         writesSeen = (0..<n).map { _ in ManagedAtomic<UInt64>(UInt64.max) }
+        restoreReport = file.map { Store.restore(shards, from: $0, now: clock.now()) } ?? RestoreReport()
+        if let f = file, f.pendingFlush != 0 { pendingFlush.store(f.pendingFlush, ordering: .relaxed) }
     }
 
     public var shardCount: Int { shards.count }
@@ -231,6 +255,7 @@ public final class Store: Sendable {
         if f != 0 && t >= f {
             if pendingFlush.compareExchange(expected: f, desired: 0, ordering: .relaxed).exchanged {
                 flushNow()
+                memoryFileBacking?.pendingFlush = 0
             }
         }
         return t
@@ -440,8 +465,12 @@ public final class Store: Sendable {
         if delay <= 0 {
             pendingFlush.store(0, ordering: .relaxed)
             flushNow()
+            memoryFileBacking?.pendingFlush = 0
         } else {
-            pendingFlush.store(absoluteExpiry(delay, now: t), ordering: .relaxed)
+            let deadline = absoluteExpiry(delay, now: t)
+            // In the file first: a barrier that a restart keeps.
+            memoryFileBacking?.pendingFlush = deadline
+            pendingFlush.store(deadline, ordering: .relaxed)
         }
     }
 
@@ -535,6 +564,16 @@ public final class Store: Sendable {
                     }
                 }
                 var liveRecords = 0, liveBytes = 0, written = 0
+                // The memory file must agree: a segment in use is committed exactly as far as
+                // it is written; any other holds nothing a restart could bring back.
+                for seg in 0..<Int32(s.geometry.maxSegments) {
+                    guard let f = s.file else { break }
+                    let st = s.info[Int(seg)].state
+                    let want = st == .small || st == .main || st == .active ? Int(s.info[Int(seg)].used) : 0
+                    if f.committed(seg) != want {
+                        problems.append("shard \(n) segment \(seg) (\(st)): committed \(f.committed(seg)) in the file, \(want) written")
+                    }
+                }
                 for seg in 0..<Int(s.neverUsed) {
                     let st = s.info[seg].state
                     guard st == .small || st == .main || st == .active else { continue }
@@ -752,6 +791,7 @@ extension Shard {
             if info[i].externals > 0 {
                 forEachLiveRecordLocked(s) { r, _ in if r.isExternal { releaseExternalLocked(r) } }
             }
+            file?.release(s)
             info[i].generation &+= 1
             info[i].bumpsSinceClean = 0
             info[i].liveItems = 0

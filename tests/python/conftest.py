@@ -37,6 +37,7 @@ class Larder:
                 m = re.search(rb"listening on \S+:(\d+)", text)
                 if m:
                     self.port = int(m.group(1))
+                    self.log = text.decode(errors="replace")
                     return
         self.proc.kill()
         raise RuntimeError("larder did not start: %r" % text)
