@@ -151,9 +151,7 @@ public final class Server: @unchecked Sendable {
         for l in listeners { Libevent.add(l.event!) }
         for e in signalEvents { Libevent.add(e) }
         Libevent.add(housekeepingEvent!, timeoutSeconds: Double(Server.logInterval))
-        if context.config.listen == "0.0.0.0" || context.config.listen == "::" {
-            logger.warning("listening on ALL interfaces (\(context.config.listen)): anyone who can reach this host can read and write the cache")
-        }
+        for w in Exposure.warnings(context.config) { logger.warning("\(w)") }
         logger.notice("listening on \(listeners[0].address):\(port)\(listeners[0].tls ? " (TLS)" : "") with \(workers.count) threads, \(context.config.memoryLimitMB) MB")
         for l in listeners.dropFirst() {
             logger.notice("also listening on \(l.address):\(l.port) (\(l.tls ? "TLS" : "plain text"))")
