@@ -58,13 +58,18 @@ def run(cmd, items, out):
     finally:
         proc.terminate()
         proc.wait(600)
+    return total_ir(out), int(s.get("evictions", 0)), int(s.get("curr_items", 0))
+
+
+def total_ir(path):
+    """callgrind's total instruction count (Ir) from its output file."""
     total = 0
-    with open(out) as f:
+    with open(path) as f:
         for line in f:
             m = re.match(r"(summary|totals):\s+(\d+)", line)
             if m:
                 total = int(m.group(2))
-    return total, int(s.get("evictions", 0)), int(s.get("curr_items", 0))
+    return total
 
 
 def main():

@@ -21,19 +21,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from memory import free_port  # noqa: E402
-from eviction_cost import wait_port, limit_fds  # noqa: E402
-import re
+from eviction_cost import wait_port, limit_fds, total_ir  # noqa: E402
 import socket
-
-
-def total_ir(out):
-    total = 0
-    with open(out) as f:
-        for line in f:
-            m = re.match(r"(summary|totals):\s+(\d+)", line)
-            if m:
-                total = int(m.group(2))
-    return total
 
 
 def drive(port, items, gets, pipeline):
