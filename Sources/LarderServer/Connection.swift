@@ -88,6 +88,8 @@ final class Connection {
     /// Graceful close: how long and how much unread input is drained after shutdown(SHUT_WR)
     /// before the descriptor is closed anyway.
     static let lingerSeconds = 2.0
+    /// TLS records read per read event before the connection yields to the others.
+    static let tlsReadsPerEvent = 16
     static let lingerMaxBytes = 1 << 20
 
     init(fd: Int32, worker: Worker, tls tlsContext: TLSContext? = nil) {
@@ -359,6 +361,7 @@ final class Connection {
     func onWritable() {
         if closed { return }
         if let t = tls, !t.handshakeDone || tlsReadWantsWrite {
+            if tlsReadWantsWrite, !readPaused, let e = readEvent { Libevent.add(e) }
             tlsReadWantsWrite = false
             disarmWrite()
             tlsReadable(t, timedOut: false)
@@ -433,6 +436,11 @@ final class Connection {
             }
         }
         if tlsReadWantsWrite { return }
+        // Records OpenSSL already holds are read in this callback, up to a bound: a client
+        // streaming requests must not keep the worker from its other connections. Past the
+        // bound the event is made active again, so what OpenSSL holds (which poll cannot see)
+        // is read on the next turn of the loop.
+        var rounds = 0
         while !closed && !readPaused && !closeAfterWrite {
             ensureSpace()
             switch t.read(input + end, capacity - end) {
@@ -441,11 +449,19 @@ final class Connection {
                 if tracksIdleness { lastActivity = monotonicNanos() }
                 dispatcher.counters.add(.bytesRead, UInt64(n))
                 processInput()
-                if t.hasPending { continue }
+                if t.hasPending {
+                    rounds += 1
+                    if rounds < Connection.tlsReadsPerEvent { continue }
+                    if !closed && !readPaused, let e = readEvent { Libevent.activate(e) }
+                }
             case .wantRead:
                 break
             case .wantWrite:
+                // SSL_read must write first (a key update, a renegotiation refusal). Until the
+                // socket is writable reading cannot progress, so the level-triggered read
+                // event is removed (it would fire in a loop) and onWritable restores it.
                 tlsReadWantsWrite = true
+                if let e = readEvent { Libevent.del(e) }
                 if !writeArmed, let e = writeEvent {
                     Libevent.add(e)
                     writeArmed = true
@@ -497,7 +513,8 @@ final class Connection {
                 }
             }
             stalledSince = 0
-            if writeArmed, let e = writeEvent {
+            // (Kept armed while SSL_read waits to write: its wake-up is the write event.)
+            if writeArmed && !tlsReadWantsWrite, let e = writeEvent {
                 Libevent.del(e)
                 writeArmed = false
             }

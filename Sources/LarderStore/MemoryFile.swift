@@ -199,7 +199,14 @@ final class MemoryFile: @unchecked Sendable {
         func fail(_ what: String, _ e: Int32) -> MemoryFileError {
             MemoryFileError(description: "memory file \(path): \(what): \(String(cString: strerror(e)))")
         }
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        /// Neither Larder's mark nor a Larder file's size for these settings: most likely a
+        /// wrong path (a typo in -e). Never wipe someone else's file.
+        func foreign(_ size: Int) -> MemoryFileError {
+            MemoryFileError(description: "memory file \(path): \(size) bytes that are not a Larder memory file; refusing to overwrite it (check -e, or remove the file)")
+        }
+        // O_NOFOLLOW: a symlink planted at the path must not make Larder size (and wipe)
+        // whatever it points to.
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw fail("cannot open", errno) }
         // One process at a time: a new server started before the old one has exited must not
         // write into the same items.
@@ -218,6 +225,16 @@ final class MemoryFile: @unchecked Sendable {
                                            geometry: g)
         var st = stat()
         guard fstat(fd, &st) == 0 else { Glibc.close(fd); throw fail("fstat", errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            Glibc.close(fd)
+            throw MemoryFileError(description: "memory file \(path): not a regular file")
+        }
+        // The items (and the key-hash secrets) are the clients' data: readable by the owner
+        // only. A file made by hand with a wider mode is narrowed, and the change noted.
+        if st.st_mode & 0o077 != 0 {
+            if fchmod(fd, 0o600) != 0 { let e = errno; Glibc.close(fd); throw fail("cannot chmod 600", e) }
+            notes.append("memory file \(path) was readable by others (mode \(String(st.st_mode & 0o777, radix: 8))): changed to 600")
+        }
         let size = Int(st.st_size)
         var found: (seed: UInt64, secret0: UInt64, secret1: UInt64)? = nil
         outcome = .noFile
@@ -225,8 +242,14 @@ final class MemoryFile: @unchecked Sendable {
             var header = [UInt64](repeating: 0, count: FileLayout.fixedFields + 1)
             let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
             let names = ["-m (bytes)", "shard count", "-I", "segment size", "segments per shard"]
-            if n != header.count * 8 {
+            if n != header.count * 8 && n >= 8 && header[0] != FileLayout.magic {
+                Glibc.close(fd)
+                throw foreign(size)
+            } else if n != header.count * 8 {
                 (outcome, reason) = (.corrupt, "the file is \(size) bytes, shorter than its header")
+            } else if header[0] != FileLayout.magic && size != length {
+                Glibc.close(fd)
+                throw foreign(size)
             } else if header[0] != FileLayout.magic {
                 (outcome, reason) = (.corrupt, "not a Larder memory file (bad magic)")
             } else if header[1] != FileLayout.version {

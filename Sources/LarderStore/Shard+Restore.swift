@@ -47,11 +47,15 @@ extension Shard {
         var counts = ShardRestoreCounts()
         let size = geometry.segmentSize
         var found: [(sequence: UInt64, segment: Int32)] = []
-        var maxCounter = file.casReserved
+        // The cas high-water mark and the segments' open order come from the file unchecked
+        // by any checksum: a value no run could have written (one that would overflow the
+        // counter, or push cas values past 64 bits) is damage, and the scan decides instead.
+        let counterLimit = (UInt64.max >> casShiftBits) - 4 * Shard.casReserveStep
+        var maxCounter = file.casReserved <= counterLimit ? file.casReserved : 0
         for s in 0..<Int32(geometry.maxSegments) {
             let n = file.committed(s)
             if n == 0 { continue }
-            if n > size || (file.kind(s) != 1 && file.kind(s) != 2)
+            if n > size || (file.kind(s) != 1 && file.kind(s) != 2) || file.sequence(s) > Shard.sequenceLimit
                 || (verify && file.computeChecksum(s, data: segmentBase(s)) != file.storedChecksum(s)) {
                 counts.damagedSegments += 1
                 file.release(s)
@@ -91,7 +95,7 @@ extension Shard {
                 }
                 let r = Record(p)
                 defer { off += rsize }
-                maxCounter = max(maxCounter, r.cas >> casShiftBits)
+                maxCounter = min(max(maxCounter, r.cas >> casShiftBits), counterLimit)
                 if r.isDead { continue }
                 if r.isExternal || (r.exptime != 0 && r.exptime <= now) {
                     if r.isExternal { counts.droppedLarge += 1 }

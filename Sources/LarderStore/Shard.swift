@@ -118,6 +118,9 @@ final class Shard: @unchecked Sendable {
     let fileOwner: AnyObject?
     /// Segments opened so far (their order in the file, to rebuild the FIFOs on restore).
     @exclusivity(unchecked) var openSequence: UInt64 = 0
+    /// Open orders above this in a memory file are damage (a run would need 2^62 segment
+    /// openings to reach it); restore drops such a segment rather than let the order wrap.
+    static let sequenceLimit: UInt64 = 1 << 62
     let info: UnsafeMutablePointer<SegmentInfo>
     @exclusivity(unchecked) var mappedSegments = 0
     @exclusivity(unchecked) var neverUsed: Int32 = 0

@@ -235,6 +235,43 @@ struct RestartTests {
         }
     }
 
+    @Test("a damaged cas high-water mark or open order is ignored: no trap, cas values keep growing")
+    func damagedCounters() throws {
+        let f = TempMemoryFile()
+        var before: UInt64 = 0
+        do {
+            let s = try open(f, config(shards: 1))
+            for i in 0..<100 { _ = s.set("k\(i)", "v\(i)") }
+            before = contents(s)["k99"]?.cas ?? 0
+        }
+        // The shard's header starts right after the file header: its first word is the cas
+        // high-water mark. All ones would overflow the counter when it is next reserved.
+        poke(f.path, 4096, [UInt8](repeating: 0xFF, count: 8))
+        let s = try open(f, config(shards: 1))
+        #expect(s.restoreReport.outcome == .restored)
+        #expect(s.value("k5") == "v5")
+        #expect(s.set("new", "1") == .stored)
+        let after = contents(s)["new"]?.cas ?? 0
+        #expect(after > before, "cas went from \(before) to \(after)")
+    }
+
+    @Test("-e pointed at a file that is not Larder's refuses to start and leaves it untouched")
+    func foreignFile() throws {
+        let f = TempMemoryFile()
+        let original = [UInt8](repeating: 0x78, count: 5000)
+        let fd = Glibc.open(f.path, O_RDWR | O_CREAT, 0o600)
+        _ = original.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        #expect(throws: MemoryFileError.self) { _ = try open(f) }
+        var st = stat()
+        #expect(stat(f.path, &st) == 0 && st.st_size == 5000)
+        let check = Glibc.open(f.path, O_RDONLY)
+        var back = [UInt8](repeating: 0, count: 5000)
+        _ = back.withUnsafeMutableBytes { read(check, $0.baseAddress, 5000) }
+        close(check)
+        #expect(back == original)
+    }
+
     @Test("a record being written at the crash (past the committed length) is not restored")
     func tornRecord() throws {
         let f = TempMemoryFile()
