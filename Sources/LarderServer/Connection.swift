@@ -122,11 +122,15 @@ final class Connection {
             writeEvent = try Libevent.newEvent(worker.base, fd: fd, what: Libevent.write | Libevent.persist, arg: arg,
                                                connectionWritable)
         } catch {
+            freeEvents()
             return false
         }
         if tlsHeld > 0 {
             // A TLS listener's connection whose SSL object could not be made.
-            guard tls != nil else { return false }
+            guard tls != nil else {
+                freeEvents()
+                return false
+            }
             // Until the handshake completes, the read event also times out.
             Libevent.add(readEvent!, timeoutSeconds: Double(worker.context.config.tls.handshakeTimeout))
         } else {
@@ -134,6 +138,14 @@ final class Connection {
         }
         updateCharge()
         return true
+    }
+
+    /// Frees the events of a connection that could not be registered (never added).
+    private func freeEvents() {
+        if let e = readEvent { Libevent.free(e) }
+        if let e = writeEvent { Libevent.free(e) }
+        readEvent = nil
+        writeEvent = nil
     }
 
     // MARK: - Client-memory budget

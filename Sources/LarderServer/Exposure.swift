@@ -36,9 +36,12 @@ enum Exposure {
             }
         }
         let metricsAddress = config.listen  // the metrics port binds the first -l address
-        if config.metricsPort != 0 && !isLoopback(metricsAddress)
-            && config.metricsTokenFile == nil && config.metricsAuthFile == nil {
-            out.append("/metrics on \(metricsAddress):\(config.metricsPort) has no token or password (--metrics-token-file, --metrics-auth-file): anyone who can reach it can read the cache's figures")
+        if config.metricsPort != 0 && !isLoopback(metricsAddress) {
+            if config.metricsTokenFile == nil && config.metricsAuthFile == nil {
+                out.append("/metrics on \(metricsAddress):\(config.metricsPort) has no token or password (--metrics-token-file, --metrics-auth-file): anyone who can reach it can read the cache's figures")
+            } else if !(config.tls.enabled && config.tls.metrics) {
+                out.append("/metrics on \(metricsAddress):\(config.metricsPort) takes a token or password without TLS (--metrics-tls): they cross the network in clear")
+            }
         }
         return out
     }

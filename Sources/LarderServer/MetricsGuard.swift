@@ -146,10 +146,18 @@ enum MetricsCredential: Equatable {
 final class MetricsGate {
     private var verified: [[UInt8]: [UInt8]] = [:]
     private var generation: UInt64 = 0
+    /// bcrypt runs allowed per second (wrong passwords must not keep a core busy).
+    static let bcryptPerSecond = 2
+    private var bcryptSecond: UInt64 = 0
+    private var bcryptRuns = 0
     /// crypt_r's scratch area (about 32 KB), allocated once; `initialized` must start at 0.
     private let scratch: UnsafeMutablePointer<crypt_data>
 
-    init() {
+    /// The current second (injectable for tests).
+    private let second: () -> UInt64
+
+    init(second: @escaping () -> UInt64 = { monotonicNanos() / 1_000_000_000 }) {
+        self.second = second
         scratch = .allocate(capacity: 1)
         memset(scratch, 0, MemoryLayout<crypt_data>.size)
     }
@@ -173,6 +181,13 @@ final class MetricsGate {
                known.withUnsafeBytes({ k in password.withUnsafeBytes { constantTimeEquals(k, $0) } }) {
                 return true
             }
+            // A bcrypt run costs up to ~0.8 s of a core: at most `bcryptPerSecond` a second,
+            // whoever asks; past that, refused without hashing (a verified password is
+            // remembered above, so a scraper that logged in once is not slowed).
+            let now = second()
+            if now != bcryptSecond { (bcryptSecond, bcryptRuns) = (now, 0) }
+            guard bcryptRuns < MetricsGate.bcryptPerSecond else { return false }
+            bcryptRuns += 1
             // An unknown user is checked against some other hash, so it costs the same time.
             let hash = users[user]
             let ok = bcryptMatches(password, hash ?? anyHash) && hash != nil

@@ -16,7 +16,7 @@ final class TLSContext: @unchecked Sendable {
     nonisolated(unsafe) private var current: OpaquePointer
     /// When the certificate was last (re)loaded (CLOCK_REALTIME seconds); read and written
     /// under `lock` after init, like `current`.
-    nonisolated(unsafe) private(set) var loadedAt: Int
+    nonisolated(unsafe) private var loadedAt: Int
     /// What OpenSSL holds per TLS connection, charged to the client-memory budget. Measured:
     /// an idle TLS connection costs 23.5 KB of RSS more than a plain one (500 of each,
     /// release build). While a record is being read or written its ~17 KB buffer comes on

@@ -179,11 +179,12 @@ final class MemoryFile: @unchecked Sendable {
     /// Seeds of the key hash (from the file when it was restored: keys must hash to the same
     /// shards).
     let seeds: (seed: UInt64, secret0: UInt64, secret1: UInt64)
-    /// What `open` found, before the restore scan.
-    var outcome: RestoreOutcome
-    var reason = ""
-    var wasClean = false
-    var notes: [String] = []
+    /// What `open` found, before the restore scan. `var` only so init can set them branch by
+    /// branch: nothing assigns them after init returns (the store reads them once, at start).
+    private(set) var outcome: RestoreOutcome
+    private(set) var reason = ""
+    private(set) var wasClean = false
+    private(set) var notes: [String] = []
 
     /// The layout-defining settings, in header order.
     static func settings(memoryLimit: Int, shardCount: Int, maxItemSize: Int, geometry g: SegmentGeometry) -> [UInt64] {
@@ -277,7 +278,8 @@ final class MemoryFile: @unchecked Sendable {
         }
         seeds = found ?? fresh
         // Room on the file system: a tmpfs that runs out while items are written would kill
-        // the process with SIGBUS, so refuse to start rather than crash later.
+        // the process with SIGBUS, so refuse to start when it cannot hold the file. (A check,
+        // not a reservation: docs/RESTART.md says what happens if the room is taken later.)
         var vfs = statvfs()
         if fstat(fd, &st) == 0 && fstatvfs(fd, &vfs) == 0 {
             let free = Int(vfs.f_bavail) * Int(vfs.f_frsize)
@@ -355,5 +357,10 @@ final class MemoryFile: @unchecked Sendable {
     var pendingFlush: Int64 {
         get { pendingFlushWord.load(ordering: .relaxed) }
         set { pendingFlushWord.store(newValue, ordering: .sequentiallyConsistent) }
+    }
+    /// Clears the barrier once the flush at `deadline` has run, unless a newer `flush_all N`
+    /// has already replaced it (a blind store would erase that one).
+    func clearPendingFlush(ifStill deadline: Int64) {
+        _ = pendingFlushWord.compareExchange(expected: deadline, desired: 0, ordering: .sequentiallyConsistent)
     }
 }

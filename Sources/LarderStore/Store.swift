@@ -255,7 +255,7 @@ public final class Store: Sendable {
         if f != 0 && t >= f {
             if pendingFlush.compareExchange(expected: f, desired: 0, ordering: .relaxed).exchanged {
                 flushNow()
-                memoryFileBacking?.pendingFlush = 0
+                memoryFileBacking?.clearPendingFlush(ifStill: f)
             }
         }
         return t

@@ -110,6 +110,21 @@ struct AuthFileTests {
         #expect(!gate.allows(basic("prom:scrape-pw"), tokenOnly) && gate.allows("Bearer tok", tokenOnly))
         #expect(tokenOnly.challenges == ["Bearer realm=\"larder\""])
     }
+
+    @Test("metrics gate: at most two bcrypt runs a second, wrong passwords included")
+    func bcryptBound() throws {
+        let g = MetricsGuard(token: nil, users: try MetricsGuard.parseUsers(bytes("prom:\(scrapeHash)")), generation: 1)
+        final class Clock: @unchecked Sendable { var second: UInt64 = 1 }  // one test thread
+        let clock = Clock()
+        let gate = MetricsGate(second: { clock.second })
+        func basic(_ s: String) -> String { "Basic " + Data(s.utf8).base64EncodedString() }
+        #expect(!gate.allows(basic("prom:wrong-1"), g) && !gate.allows(basic("prom:wrong-2"), g))
+        // The right password in the same second is refused without hashing...
+        #expect(!gate.allows(basic("prom:scrape-pw"), g))
+        // ...and accepted in the next.
+        clock.second = 2
+        #expect(gate.allows(basic("prom:scrape-pw"), g))
+    }
 }
 
 /// Writes a credentials file (mode 0600, owned by the user Larder serves as).

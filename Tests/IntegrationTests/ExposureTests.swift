@@ -45,6 +45,10 @@ struct ExposureTests {
     func metricsGuard() {
         let w = Exposure.warnings(config([("10.0.0.5", false)], tls: true, auth: true, metricsPort: 9150))
         #expect(w.count == 1 && w[0].contains("/metrics on 10.0.0.5:9150") && w[0].contains("--metrics-token-file"))
-        #expect(Exposure.warnings(config([("10.0.0.5", false)], tls: true, auth: true, metricsPort: 9150, metricsToken: true)).isEmpty)
+        let clearToken = Exposure.warnings(config([("10.0.0.5", false)], tls: true, auth: true, metricsPort: 9150, metricsToken: true))
+        #expect(clearToken.count == 1 && clearToken[0].contains("--metrics-tls") && clearToken[0].contains("in clear"))
+        var guarded = config([("10.0.0.5", false)], tls: true, auth: true, metricsPort: 9150, metricsToken: true)
+        guarded.tls.metrics = true
+        #expect(Exposure.warnings(guarded).isEmpty)
     }
 }
