@@ -431,3 +431,36 @@ def test_watch_is_refused_over_tls(certs):
         assert read_until(p, b"\r\n") == b"OK\r\n"
     finally:
         assert server.stop() == 0
+
+
+def test_auth_over_tls(certs):
+    """-Y over -Z: the same refusals and the same STORED as in plain text, with pymemcache over
+    an SSLContext once authenticated."""
+    from test_auth import secret_file
+    path = secret_file("alice:pw-over-tls\n")
+    server = Larder("-t", "1", *certs.server_args(), "-Y", path)
+    try:
+        t = tls_socket(server.port, certs.client_context())
+        t.sendall(b"get k\r\n")
+        assert read_until(t, b"\r\n") == b"CLIENT_ERROR unauthenticated\r\n"
+        t.sendall(b"set a 0 0 11\r\nalice wrong\r\n")
+        assert read_until(t, b"\r\n") == b"CLIENT_ERROR authentication failure\r\n"
+        t.sendall(b"set a 0 0 17\r\nalice pw-over-tls\r\nset k 0 0 2\r\nok\r\nget k\r\n")
+        assert read_until(t, b"END\r\n") == b"STORED\r\nSTORED\r\nVALUE k 0 2\r\nok\r\nEND\r\n"
+        c = Client(("localhost", server.port), tls_context=certs.client_context(), timeout=5)
+        c.set("auth", b"alice pw-over-tls", noreply=False)
+        assert c.get("k") == b"ok"
+        c.close()
+        # Four attempts (wrong, right, pymemcache, the stats connection), one failed.
+        assert stats_after_auth(server.port, certs) == ("4", "1")
+    finally:
+        assert server.stop() == 0
+
+
+def stats_after_auth(port, certs):
+    s = tls_socket(port, certs.client_context())
+    s.sendall(b"set a 0 0 17\r\nalice pw-over-tls\r\nstats\r\n")
+    text = read_until(s, b"END\r\n").decode()
+    s.close()
+    st = dict(re.findall(r"STAT (\S+) (\S+)", text))
+    return st.get("auth_cmds"), st.get("auth_errors")
