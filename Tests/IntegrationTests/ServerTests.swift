@@ -147,14 +147,12 @@ struct ServerTests {
         let wanted: Set<String> = ["larder-worker-0", "larder-worker-1", "larder-sweeper"]
         // The port answers before every thread has started: poll, with a deadline.
         var names: Set<String> = []
-        let deadline = Date().addingTimeInterval(10)
-        repeat {
+        _ = eventually {
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
             names = Set(tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8) }
                 .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
-            if names.isSuperset(of: wanted) { break }
-            usleep(50_000)
-        } while Date() < deadline
+            return names.isSuperset(of: wanted)
+        }
         for n in ["larder-worker-0", "larder-worker-1", "larder-sweeper"] {  // tests run without metrics
             #expect(names.contains(n), "threads: \(names.sorted())")
         }
@@ -331,12 +329,11 @@ struct MemoryTests {
         try c.send(req)
         _ = try c.request("version\r\n")
         for _ in 0..<50 { _ = try? TestClient(port: s.port) }  // connections that close at once
-        let deadline = Date().addingTimeInterval(15)
         var stale = "?"
-        repeat {
-            usleep(200_000)
+        _ = try eventually(timeout: 15) {
             stale = try stats(port: s.port)["stale_slots"] ?? "?"
-        } while stale != "0" && Date() < deadline
+            return stale == "0"
+        }
         #expect(stale == "0")
     }
 }
